@@ -1,0 +1,66 @@
+"""The use cases: what HTTP, the CLI and embedders call. Domain types in and out, ports passed in."""
+
+import builtins
+from collections.abc import Mapping
+
+from domain.errors import Unavailable
+from domain.model import Json, Language, Outcome, Workspace, check_function_name, check_workspace_id
+from domain.parameters import bind_parameters
+from ports.runtime import Runtime
+from ports.storage import WorkspaceStore
+
+
+class Workspaces:
+    """Save, read, delete, list and run workspaces."""
+
+    def __init__(self, store: WorkspaceStore, runtimes: Mapping[Language, Runtime]) -> None:
+        self._store = store
+        self._runtimes = dict(runtimes)
+
+    def runtime(self, language: Language) -> Runtime:
+        try:
+            return self._runtimes[language]
+        except KeyError:
+            raise Unavailable(f"the {language.value} runtime is not enabled in this service") from None
+
+    @property
+    def runtimes(self) -> Mapping[Language, Runtime]:
+        return self._runtimes
+
+    async def save(self, workspace: Workspace) -> Workspace:
+        """Compile, then store: a compile error leaves the previous version in place."""
+        generated: dict[str, str] = {}
+        for language in sorted(workspace.languages()):
+            generated.update(await self.runtime(language).prepare(workspace))
+        saved = await self._store.save(workspace, generated)
+        await self._evict(workspace.id)  # the next run loads the new code
+        return saved
+
+    async def get(self, workspace_id: str) -> Workspace:
+        return await self._store.get(check_workspace_id(workspace_id))
+
+    async def delete(self, workspace_id: str) -> None:
+        await self._store.delete(check_workspace_id(workspace_id))
+        await self._evict(workspace_id)
+
+    async def list(self) -> list[str]:
+        return await self._store.list()
+
+    async def run(self, workspace_id: str, function: str, params: Json = None) -> Outcome:
+        check_function_name(function)
+        workspace = await self.get(workspace_id)
+        fn = workspace.function(function)
+        bound = bind_parameters(fn, params)
+        return await self.runtime(fn.runs_on).run(workspace, function, bound)
+
+    async def regenerate_all(self) -> builtins.list[str]:
+        """Rewrite every workspace's generated files from its saved body (UPDATE_SCRIPTS_ON_STARTUP)."""
+        ids = await self._store.list()
+        for workspace_id in ids:
+            workspace = await self._store.get(workspace_id)
+            await self.save(workspace)
+        return ids
+
+    async def _evict(self, workspace_id: str) -> None:
+        for runtime in self._runtimes.values():
+            await runtime.evict(workspace_id)
