@@ -1,9 +1,40 @@
-"""NodeRuntime: drives runtimes/node/host.mjs (placeholder while the real adapter is written)."""
+"""NodeRuntime: runs nodejs functions in worker threads of one Node host (runtimes/node/host.mjs).
 
+The service keeps the policy here (which workspaces stay loaded, least recently used first out, idle
+eviction, restarting a dead host with back-off); the host keeps the mechanism (workers, timeouts,
+memory limits).
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
-from domain.errors import Unavailable
-from domain.model import Json, Language, Outcome, Workspace
+from attrs import define
+
+from adapters.host_process import HostProcess, Message
+from adapters.node_script import compile_sources, generate_script
+from domain.errors import CompileError, Unavailable
+from domain.model import Json, Language, LogEntry, Outcome, Status, Workspace
+
+HOST_SCRIPT = Path(__file__).resolve().parent.parent / "runtimes" / "node" / "host.mjs"
+MIN_NODE_MAJOR = 20
+log = logging.getLogger("functions.node")
+
+
+@define
+class Loaded:
+    """A workspace whose script the host holds, and how it is being used."""
+
+    revision: str
+    last_used: float
+    in_flight: int = 0
 
 
 class NodeRuntime:
@@ -20,23 +51,232 @@ class NodeRuntime:
         max_old_generation_mb: int,
         builtin_modules: Sequence[str],
         node_binary: str = "node",
+        max_result_bytes: int = 10 * 1024 * 1024,
+        restart_backoff_s: tuple[float, float] = (0.1, 5.0),
     ) -> None:
         self.timeout_ms = timeout_ms
+        self.max_workers = max_workers
+        self.idle_timeout_s = idle_timeout_s
+        self.node_binary = node_binary
+        self.restart_backoff_s = restart_backoff_s
+        self.host_config = {
+            "builtins": list(builtin_modules),
+            "maxOldGenerationSizeMb": max_old_generation_mb,
+            "maxResultBytes": max_result_bytes,
+            "logLimits": {"maxEntries": 1000, "maxBytes": 1024 * 1024},
+        }
+        self.restarts = 0
+        self._host: HostProcess | None = None
+        self._state = "starting"
+        self._error = ""
+        self._up = asyncio.Event()
+        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     async def start(self) -> None:
-        pass
+        """Start the host; without a usable `node` the runtime stays unavailable and says why."""
+        binary = shutil.which(self.node_binary)
+        if binary is None:
+            self._unavailable(f"no '{self.node_binary}' found on PATH: install Node.js >= {MIN_NODE_MAJOR}")
+            return
+        self.node_binary = binary
+        try:
+            await self._launch()
+        except Unavailable as exc:
+            self._unavailable(exc.message)
+            return
+        self._spawn(self._evict_idle_forever())
 
     async def prepare(self, workspace: Workspace) -> Mapping[str, str]:
-        raise Unavailable("the nodejs runtime is not built yet")
+        sources = compile_sources(workspace)
+        if not sources:
+            return {}
+        host = await self._running_host()
+        reply = await host.request(
+            {"type": "compile", "functions": [{"name": s.name, "source": s.text} for s in sources]},
+            timeout_s=30.0,
+        )
+        if errors := reply.get("errors"):
+            first = errors[0]
+            raise CompileError(
+                f"function {first['function']!r} does not compile: {first['message']} "
+                f"(line {first['line']}, column {first['column']})",
+                function=first["function"],
+                line=first["line"],
+                column=first["column"],
+                errors=errors,
+            )
+        return {"index.js": generate_script(workspace)}
 
     async def run(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Outcome:
-        raise Unavailable("the nodejs runtime is not built yet")
+        for _attempt in range(2):  # a second try only if the host lost the script meanwhile
+            reply = await self._run_once(workspace, function, params)
+            if reply["status"] != "not_loaded":
+                return self._outcome(reply)
+            self._loaded.pop(workspace.id, None)
+        raise Unavailable(f"the nodejs host could not load workspace {workspace.id!r}")
 
     async def evict(self, workspace_id: str) -> None:
-        pass
+        if self._loaded.pop(workspace_id, None) is not None and self._host and self._host.alive:
+            self._host.send({"type": "evict", "workspace": workspace_id})
 
     def health(self) -> Mapping[str, Json]:
-        return {"status": "unavailable"}
+        report: dict[str, Json] = {
+            "status": self._state,
+            "workers": len(self._loaded),
+            "restarts": self.restarts,
+        }
+        if self._host is not None:
+            report["node"] = self._host.ready.get("node")
+        if self._error:
+            report["error"] = self._error
+        return report
+
+    @property
+    def host_pid(self) -> int | None:
+        return self._host.pid if self._host else None
 
     async def aclose(self) -> None:
-        pass
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._host is not None:
+            await self._host.close()
+        self._state = "stopped"
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    async def _run_once(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Message:
+        host = await self._running_host()
+        entry = self._ensure_loaded(host, workspace)
+        entry.in_flight += 1
+        try:
+            return await host.request(
+                {
+                    "type": "run",
+                    "workspace": workspace.id,
+                    "revision": workspace.revision,
+                    "fn": function,
+                    "params": params,
+                    "timeoutMs": self.timeout_ms,
+                },
+                timeout_s=self.timeout_ms / 1000 + 5.0,  # the host times runs out; this catches a stuck host
+            )
+        finally:
+            entry.in_flight -= 1
+            entry.last_used = time.monotonic()
+
+    def _ensure_loaded(self, host: HostProcess, workspace: Workspace) -> Loaded:
+        entry = self._loaded.get(workspace.id)
+        if entry is None or entry.revision != workspace.revision:
+            host.send(
+                {
+                    "type": "load",
+                    "workspace": workspace.id,
+                    "revision": workspace.revision,
+                    "script": generate_script(workspace),
+                }
+            )
+            entry = self._loaded[workspace.id] = Loaded(workspace.revision, time.monotonic())
+            self._evict_least_recently_used(keep=workspace.id)
+        self._loaded.move_to_end(workspace.id)
+        return entry
+
+    def _outcome(self, reply: Message) -> Outcome:
+        status = reply["status"]
+        error = reply.get("error")
+        if status == "aborted":
+            raise Unavailable((error or {}).get("message", "the run was aborted"))
+        host = reply.get("host") or {}
+        duration = float(reply.get("durationMs", 0.0))
+        timings = {"run": duration}
+        if "startedAt" in reply and "receivedAt" in host:
+            timings["queue"] = max(0.0, reply["startedAt"] - host["receivedAt"] - host.get("coldMs", 0.0))
+        if host.get("cold"):
+            timings["cold"] = host.get("coldMs", 0.0)
+        return Outcome(
+            Status(status),
+            result=reply.get("result"),
+            logs=[LogEntry(e["level"], e["message"], e["timestamp"]) for e in reply.get("logs", ())],
+            duration_ms=duration,
+            error=error,
+            cold=bool(host.get("cold")),
+            timings=timings,
+        )
+
+    # -- worker lifecycle -------------------------------------------------------------------------
+
+    def _evict_least_recently_used(self, keep: str) -> None:
+        over = len(self._loaded) - self.max_workers
+        for workspace_id in list(self._loaded):
+            if over <= 0:
+                return
+            if workspace_id != keep and self._loaded[workspace_id].in_flight == 0:
+                self._evict_now(workspace_id)
+                over -= 1
+
+    def _evict_now(self, workspace_id: str) -> None:
+        self._loaded.pop(workspace_id, None)
+        if self._host is not None and self._host.alive:
+            self._host.send({"type": "evict", "workspace": workspace_id})
+
+    async def _evict_idle_forever(self) -> None:
+        interval = min(max(self.idle_timeout_s / 4, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            deadline = time.monotonic() - self.idle_timeout_s
+            for workspace_id, entry in list(self._loaded.items()):
+                if entry.in_flight == 0 and entry.last_used < deadline:
+                    self._evict_now(workspace_id)
+
+    # -- the host process -------------------------------------------------------------------------
+
+    async def _launch(self) -> None:
+        host = HostProcess([self.node_binary, str(HOST_SCRIPT), json.dumps(self.host_config)], name="nodejs")
+        ready = await host.start()
+        major = int(str(ready.get("node", "v0")).lstrip("v").split(".")[0] or 0)
+        if major < MIN_NODE_MAJOR:
+            await host.close()
+            raise Unavailable(f"Node.js {ready.get('node')} is too old: the nodejs runtime needs >= 20")
+        self._host, self._state, self._error = host, "ok", ""
+        self._loaded.clear()  # a new host holds no scripts
+        self._up.set()
+        self._spawn(self._restart_when_dead(host))
+
+    async def _restart_when_dead(self, host: HostProcess) -> None:
+        await host.wait_closed()
+        if self._closing:
+            return
+        self._up.clear()
+        self._state, self._error = "restarting", host.exit_reason
+        log.warning("nodejs host stopped (%s); restarting", host.exit_reason)
+        delay, ceiling = self.restart_backoff_s
+        while not self._closing:
+            await asyncio.sleep(delay)
+            try:
+                await self._launch()
+                self.restarts += 1
+                return
+            except Unavailable as exc:
+                self._error = exc.message
+                delay = min(delay * 2, ceiling)
+
+    async def _running_host(self) -> HostProcess:
+        if self._state == "unavailable":
+            raise Unavailable(f"the nodejs runtime is unavailable: {self._error}")
+        if not self._up.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._up.wait(), 10.0)
+        if self._host is None or not self._host.alive:
+            raise Unavailable(f"the nodejs runtime is {self._state}: {self._error or 'not started'}")
+        return self._host
+
+    def _unavailable(self, reason: str) -> None:
+        self._state, self._error = "unavailable", reason
+        log.error("nodejs runtime unavailable: %s", reason)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -126,6 +126,9 @@ class Workspace:
     def functions_in(self, language: Language) -> dict[str, Function]:
         return {name: fn for name, fn in self.functions.items() if fn.runs_on is language}
 
+    def functions_in_nodejs(self) -> dict[str, Function]:
+        return self.functions_in(Language.NODEJS)
+
     def with_function(self, name: str, fn: Function) -> "Workspace":
         return evolve(self, functions={**self.functions, name: fn}, revision="")
 

@@ -1,0 +1,198 @@
+// The Node host: one process, one worker_thread per workspace, one JSON object per line on stdin/stdout.
+//   service -> host: load {workspace, revision, script} · run {id, workspace, revision, fn, params, timeoutMs}
+//                    compile {id, functions: [{name, source}]} · evict {workspace} · shutdown
+//   host -> service: ready {protocol, node} · result {id, status, ...} · compiled {id, errors}
+//                    protocol_error {detail}, then exit 2
+// The service owns the policy (which workspaces stay loaded, LRU, idle time); the host owns the mechanism
+// (workers, timeouts, memory limits). Configuration arrives as JSON in argv[2].
+import { Worker } from 'node:worker_threads';
+import readline from 'node:readline';
+import vm from 'node:vm';
+import { performance } from 'node:perf_hooks';
+
+const PROTOCOL = 1;
+const config = JSON.parse(process.argv[2] ?? '{}');
+const WORKER_URL = new URL('./worker.mjs', import.meta.url);
+const workerConfig = {
+  builtins: config.builtins ?? [],
+  maxResultBytes: config.maxResultBytes ?? 10 * 1024 * 1024,
+  logLimits: config.logLimits ?? { maxEntries: 1000, maxBytes: 1024 * 1024 },
+};
+const now = () => performance.timeOrigin + performance.now();
+const writeLine = (line) => process.stdout.write(`${line}\n`);
+const send = (message) => writeLine(JSON.stringify(message));
+// Our stdout is the protocol channel: nothing else may print there.
+console.log = console.info = console.debug = (...args) => process.stderr.write(`${args.join(' ')}\n`);
+
+const slots = new Map(); // workspace id -> Slot
+
+function fail(id, status, message, name) {
+  send({ type: 'result', id, status, error: name ? { name, message } : { message }, logs: [] });
+}
+
+// One worker thread and the runs in flight on it.
+class WorkerHandle {
+  constructor(slot) {
+    this.slot = slot;
+    this.pending = new Map(); // run id -> { timer, receivedAt }
+    this.spawnedAt = now();
+    this.readyAt = null;
+    this.retiring = false;
+    this.dead = false;
+    this.ranOnce = false;
+    this.worker = new Worker(WORKER_URL, {
+      workerData: { script: slot.script, config: workerConfig },
+      resourceLimits: { maxOldGenerationSizeMb: config.maxOldGenerationSizeMb ?? 100 },
+      env: {},
+      argv: [],
+      execArgv: [],
+      stdout: true, // a worker's own stdout must never reach the protocol channel
+      stderr: false,
+    });
+    this.worker.stdout.resume();
+    this.worker.on('message', (message) => this.onMessage(message));
+    this.worker.on('error', (err) => this.onError(err));
+    this.worker.on('exit', (code) => this.onExit(code));
+  }
+
+  post(id, fn, params, timeoutMs) {
+    const cold = !this.ranOnce; // the first run of a worker waits for its start-up
+    this.ranOnce = true;
+    const timer = setTimeout(() => this.onTimeout(id, timeoutMs), timeoutMs);
+    this.pending.set(id, { timer, receivedAt: now(), cold });
+    this.worker.postMessage({ id, fn, params: JSON.stringify(params ?? {}) });
+  }
+
+  onMessage(message) {
+    if (message.type === 'ready') {
+      this.readyAt = message.at;
+      return;
+    }
+    const entry = this.pending.get(message.id);
+    if (!entry) return; // its run already timed out
+    clearTimeout(entry.timer);
+    this.pending.delete(message.id);
+    const coldMs = entry.cold ? (this.readyAt ?? now()) - this.spawnedAt : 0;
+    const host = JSON.stringify({ receivedAt: entry.receivedAt, cold: entry.cold, coldMs });
+    writeLine(`${message.line.slice(0, -1)},"host":${host}}`);
+    if (this.retiring && this.pending.size === 0) this.stop();
+  }
+
+  onTimeout(id, timeoutMs) {
+    if (!this.pending.has(id)) return;
+    this.pending.delete(id);
+    fail(id, 'timed_out', `the function did not finish within ${timeoutMs} ms (the run timeout)`);
+    this.abandon('aborted', 'the workspace worker was stopped because another run on it timed out');
+  }
+
+  onError(err) {
+    if (this.dead) return;
+    if (err?.code === 'ERR_WORKER_OUT_OF_MEMORY') {
+      this.abandon(
+        'resource_limit',
+        `the function ran out of memory (NODE_WORKER_MAX_OLD_GENERATION_SIZE_MB=${config.maxOldGenerationSizeMb ?? 100})`,
+      );
+    } else {
+      this.abandon('failed', `the workspace could not run: ${err?.message ?? err}`, err?.name ?? 'Error');
+    }
+  }
+
+  onExit(code) {
+    if (!this.dead) this.abandon('aborted', `the workspace worker stopped unexpectedly (exit code ${code})`);
+  }
+
+  // Answer every run still in flight, then drop this worker; the workspace's next run starts a fresh one.
+  abandon(status, message, name) {
+    for (const [id, entry] of this.pending) {
+      clearTimeout(entry.timer);
+      fail(id, status, message, name);
+    }
+    this.pending.clear();
+    this.stop();
+  }
+
+  stop() {
+    if (this.dead) return;
+    this.dead = true;
+    if (this.slot.handle === this) this.slot.handle = null;
+    this.worker.terminate();
+  }
+
+  // Runs in flight finish first (their timeouts still apply); nothing new is sent here.
+  retire() {
+    this.retiring = true;
+    if (this.slot.handle === this) this.slot.handle = null;
+    if (this.pending.size === 0) this.stop();
+  }
+}
+
+class Slot {
+  constructor(id, revision, script) {
+    Object.assign(this, { id, revision, script, handle: null });
+  }
+
+  worker() {
+    if (!this.handle) this.handle = new WorkerHandle(this);
+    return this.handle;
+  }
+}
+
+function compileError(name, err) {
+  const stack = String(err?.stack ?? '');
+  const where = /^[^\n]*:(\d+)\n[^\n]*\n(\s*)\^/.exec(stack);
+  const line = where ? Math.max(1, Number(where[1]) - 1) : 1; // line 1 of the source is our wrapper
+  const column = where ? where[2].length + 1 : 1;
+  return { function: name, line, column, message: `${err?.name ?? 'SyntaxError'}: ${err?.message ?? err}` };
+}
+
+const handlers = {
+  load({ workspace, revision, script }) {
+    slots.get(workspace)?.handle?.retire();
+    slots.set(workspace, new Slot(workspace, revision, script));
+  },
+  run({ id, workspace, revision, fn, params, timeoutMs }) {
+    const slot = slots.get(workspace);
+    if (!slot || slot.revision !== revision) return send({ type: 'result', id, status: 'not_loaded' });
+    slot.worker().post(id, fn, params, timeoutMs);
+  },
+  compile({ id, functions }) {
+    const errors = [];
+    for (const { name, source } of functions) {
+      try {
+        new vm.Script(source, { filename: name }); // parse only: nothing of it runs here
+      } catch (err) {
+        errors.push(compileError(name, err));
+      }
+    }
+    send({ type: 'compiled', id, errors });
+  },
+  evict({ workspace }) {
+    slots.get(workspace)?.handle?.retire();
+    slots.delete(workspace);
+  },
+  shutdown() {
+    for (const slot of slots.values()) slot.handle?.stop();
+    process.exit(0);
+  },
+};
+
+function protocolError(detail) {
+  send({ type: 'protocol_error', detail });
+  process.exit(2);
+}
+
+const input = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+input.on('line', (line) => {
+  let message;
+  try {
+    message = JSON.parse(line);
+  } catch (err) {
+    return protocolError(`not JSON: ${err.message}`);
+  }
+  const handler = handlers[message?.type];
+  if (!handler) return protocolError(`unknown message type ${JSON.stringify(message?.type)}`);
+  handler(message);
+});
+input.on('close', () => process.exit(0)); // the service went away: so do we
+
+send({ type: 'ready', protocol: PROTOCOL, node: process.version });

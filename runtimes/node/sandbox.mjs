@@ -1,0 +1,130 @@
+// The vm context a workspace's functions run in: standard JS globals of its own, plus the few host
+// objects the contract promises (console, require, timers, fetch, ...). No process, module, exports,
+// __dirname or host require. A vm context is not a security boundary on its own: the worker thread, the
+// host's scrubbed environment and the OS limits around the host are the other walls.
+import vm from 'node:vm';
+import util from 'node:util';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createRequire, isBuiltin } from 'node:module';
+
+const hostRequire = createRequire(import.meta.url);
+const currentRun = new AsyncLocalStorage();
+const LEVELS = { log: 'log', info: 'info', warn: 'warn', error: 'error', debug: 'debug', trace: 'debug', dir: 'log' };
+
+// Logs of one run, capped so a log flood ends as a note rather than a memory bomb.
+class RunLogs {
+  constructor(limits) {
+    this.limits = limits;
+    this.entries = [];
+    this.bytes = 0;
+    this.dropped = 0;
+    this.droppedBytes = 0;
+    this.closed = false;
+  }
+
+  add(level, message) {
+    if (this.closed) return;
+    const size = Buffer.byteLength(message);
+    if (this.entries.length >= this.limits.maxEntries || this.bytes + size > this.limits.maxBytes) {
+      this.dropped += 1;
+      this.droppedBytes += size;
+      return;
+    }
+    this.bytes += size;
+    this.entries.push({ level, message, timestamp: new Date().toISOString() });
+  }
+
+  finish() {
+    if (!this.closed && this.dropped > 0) {
+      this.entries.push({
+        level: 'warn',
+        message:
+          `${this.dropped} more log entries (${this.droppedBytes} bytes) were dropped: a run keeps at most ` +
+          `${this.limits.maxEntries} entries and ${this.limits.maxBytes} bytes of logs`,
+        timestamp: new Date().toISOString(),
+      });
+    }
+    this.closed = true; // what a forgotten timer logs after the answer went out goes nowhere
+    return this.entries;
+  }
+}
+
+function makeConsole() {
+  const write = (level) => (...args) => currentRun.getStore()?.add(level, util.format(...args));
+  const console = Object.fromEntries(Object.entries(LEVELS).map(([name, level]) => [name, write(level)]));
+  console.assert = (condition, ...args) => {
+    if (!condition) currentRun.getStore()?.add('error', util.format('Assertion failed', ...args));
+  };
+  console.table = console.log;
+  for (const name of ['time', 'timeEnd', 'timeLog', 'count', 'countReset', 'group', 'groupEnd', 'clear']) {
+    console[name] = () => {};
+  }
+  return console;
+}
+
+function makeRequire(config, ContextError) {
+  const allowed = new Set(config.builtins);
+  return function require(name) {
+    const id = String(name);
+    const bare = id.startsWith('node:') ? id.slice(5) : id;
+    if (isBuiltin(id)) {
+      if (allowed.has(bare)) return hostRequire(bare);
+      throw new ContextError(
+        `require('${id}') is refused: the Node builtin '${bare}' is not in NODE_BUILTIN_MODULES ` +
+          `(allowed: ${[...allowed].join(', ') || 'none'})`,
+      );
+    }
+    throw new ContextError(
+      `require('${id}') failed: '${id}' is not a Node builtin, and no installed package of this workspace ` +
+        'or shared module has that name',
+    );
+  };
+}
+
+const HOST_GLOBALS = [
+  'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'clearImmediate',
+  'queueMicrotask', 'structuredClone', 'fetch', 'Headers', 'Request', 'Response', 'FormData', 'Blob',
+  'URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'AbortController', 'AbortSignal', 'Event',
+  'EventTarget', 'atob', 'btoa', 'Buffer', 'crypto', 'performance',
+];
+
+// Escaping the vm context through a host object's `.constructor.constructor` would reach this realm's
+// Function, and with it `process`. The host realm never builds functions from strings, so those
+// constructors are cut off here, after everything the sandbox needs has been set up.
+function sealHostRealm() {
+  const constructors = [
+    Function,
+    Object.getPrototypeOf(async function () {}).constructor,
+    Object.getPrototypeOf(function* () {}).constructor,
+    Object.getPrototypeOf(async function* () {}).constructor,
+  ];
+  const refuse = function () {
+    throw new EvalError('code generation from strings is not available outside the function sandbox');
+  };
+  for (const ctor of constructors) {
+    Object.defineProperty(ctor.prototype, 'constructor', { value: refuse, writable: false, configurable: false });
+  }
+}
+
+export function loadWorkspace(script, config) {
+  const globals = Object.fromEntries(HOST_GLOBALS.map((name) => [name, globalThis[name]]));
+  globals.console = makeConsole();
+  const context = vm.createContext(globals, { name: 'workspace', codeGeneration: { strings: true, wasm: false } });
+  const inside = vm.runInContext(
+    'globalThis.global = globalThis; globalThis.functions = {}; globalThis.cache = {};' +
+      '({ Error, parse: JSON.parse, functions: globalThis.functions })',
+    context,
+  );
+  context.require = makeRequire(config, inside.Error);
+  const lines = new vm.Script(script, { filename: 'index.js' }).runInContext(context);
+  sealHostRealm();
+  return {
+    functions: inside.functions,
+    lines,
+    newRunLogs: () => new RunLogs(config.logLimits),
+    // Parameters are parsed inside the context, so user code only ever holds objects of its own realm.
+    call: (logs, fn, paramsJson) => currentRun.run(logs, () => fn(inside.parse(paramsJson))),
+    format: (value) => util.format('%s', value),
+    reportStray: (kind, err) => currentRun.getStore()?.add('error', `${kind}: ${util.inspect(err)}`),
+  };
+}

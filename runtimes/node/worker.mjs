@@ -1,0 +1,85 @@
+// One worker thread per workspace: loads the workspace's generated index.js once into a vm context
+// (sandbox.mjs) and answers `run` messages from the host. It outlives single runs, so `cache` survives.
+import { parentPort, workerData } from 'node:worker_threads';
+import { performance } from 'node:perf_hooks';
+import { loadWorkspace } from './sandbox.mjs';
+import { toJson, NotSerializable } from './results.mjs';
+import { mapStack } from './stacks.mjs';
+
+const { script, config } = workerData;
+const sandbox = loadWorkspace(script, config);
+const lines = sandbox.lines; // the script's own table: function name -> [first, last] line of its code
+const now = () => performance.timeOrigin + performance.now();
+
+function describeThrown(value) {
+  if (value !== null && typeof value === 'object' && typeof value.message === 'string') {
+    const error = { name: String(value.name ?? 'Error'), message: value.message };
+    if (typeof value.stack === 'string') error.stack = mapStack(value.stack, lines);
+    return error;
+  }
+  // `throw "text"` and other non-errors: keep what was thrown, readable.
+  return { name: 'Error', message: sandbox.format(value), thrown: typeof value };
+}
+
+function reply(id, startedAt, logs, fields) {
+  const body = {
+    type: 'result',
+    id,
+    durationMs: now() - startedAt,
+    startedAt,
+    logs: logs.finish(),
+    ...fields,
+  };
+  let line;
+  try {
+    line = JSON.stringify(body);
+  } catch (err) {
+    line = JSON.stringify({ ...body, status: 'not_serializable', result: null, error: { message: String(err) } });
+  }
+  parentPort.postMessage({ id, line });
+}
+
+async function run({ id, fn, params }) {
+  const startedAt = now();
+  const target = sandbox.functions[fn];
+  const logs = sandbox.newRunLogs();
+  if (typeof target !== 'function') {
+    return reply(id, startedAt, logs, {
+      status: 'failed',
+      error: { name: 'ReferenceError', message: `function ${JSON.stringify(fn)} is not defined in this workspace` },
+    });
+  }
+  let value;
+  try {
+    value = await sandbox.call(logs, target, params);
+  } catch (thrown) {
+    return reply(id, startedAt, logs, { status: 'failed', error: describeThrown(thrown) });
+  }
+  const durationMs = now() - startedAt; // the function's own time, before we serialize its result
+  let resultJson;
+  try {
+    resultJson = toJson(value, config.maxResultBytes);
+  } catch (err) {
+    const status = err instanceof NotSerializable ? err.status : 'not_serializable';
+    return reply(id, startedAt, logs, { status, error: { message: err.message } });
+  }
+  const logsOut = logs.finish();
+  const head = JSON.stringify({ type: 'result', id, status: 'succeeded', durationMs, startedAt, logs: logsOut });
+  // The result is spliced in as JSON text: serialized once here, parsed once by the service.
+  parentPort.postMessage({ id, line: `${head.slice(0, -1)},"result":${resultJson}}` });
+}
+
+parentPort.on('message', (message) => {
+  run(message).catch((err) => {
+    parentPort.postMessage({
+      id: message.id,
+      line: JSON.stringify({ type: 'result', id: message.id, status: 'failed', error: { name: 'InternalError', message: String(err) } }),
+    });
+  });
+});
+
+// A callback the user left behind (a timer, a forgotten promise) must not take the workspace down.
+process.on('uncaughtException', (err) => sandbox.reportStray('uncaught exception', err));
+process.on('unhandledRejection', (err) => sandbox.reportStray('unhandled rejection', err));
+
+parentPort.postMessage({ type: 'ready', at: now() });
