@@ -36,6 +36,12 @@ class RunLogs {
 
   finish() {
     if (!this.closed && this.dropped > 0) {
+      // The note takes the last place, so a run never returns more than maxEntries entries.
+      if (this.entries.length >= this.limits.maxEntries) {
+        const last = this.entries.pop();
+        this.dropped += 1;
+        this.droppedBytes += Buffer.byteLength(last.message);
+      }
       this.entries.push({
         level: 'warn',
         message:
