@@ -32,8 +32,8 @@ function fail(id, status, message, name) {
 
 // One worker thread and the runs in flight on it.
 class WorkerHandle {
-  constructor(slot) {
-    this.slot = slot;
+  constructor() {
+    this.slot = null;
     this.pending = new Map(); // run id -> { timer, receivedAt }
     this.spawnedAt = now();
     this.readyAt = null;
@@ -41,7 +41,7 @@ class WorkerHandle {
     this.dead = false;
     this.ranOnce = false;
     this.worker = new Worker(WORKER_URL, {
-      workerData: { script: slot.script, config: workerConfig },
+      workerData: { script: null, config: workerConfig },
       resourceLimits: { maxOldGenerationSizeMb: config.maxOldGenerationSizeMb ?? 100 },
       env: {},
       argv: [],
@@ -53,6 +53,14 @@ class WorkerHandle {
     this.worker.on('message', (message) => this.onMessage(message));
     this.worker.on('error', (err) => this.onError(err));
     this.worker.on('exit', (code) => this.onExit(code));
+  }
+
+  // Give this (spare) worker its workspace: from here on, a start-up counts from now.
+  adopt(slot) {
+    this.slot = slot;
+    this.spawnedAt = now();
+    this.worker.postMessage({ type: 'load', script: slot.script });
+    return this;
   }
 
   post(id, fn, params, timeoutMs) {
@@ -114,7 +122,8 @@ class WorkerHandle {
   stop() {
     if (this.dead) return;
     this.dead = true;
-    if (this.slot.handle === this) this.slot.handle = null;
+    if (spare === this) spare = null;
+    if (this.slot?.handle === this) this.slot.handle = null;
     this.worker.terminate();
   }
 
@@ -132,9 +141,21 @@ class Slot {
   }
 
   worker() {
-    if (!this.handle) this.handle = new WorkerHandle(this);
+    if (!this.handle) this.handle = takeSpare().adopt(this);
     return this.handle;
   }
+}
+
+// One booted worker waits without a workspace, so a cold run skips the thread's start-up.
+let spare = null;
+
+function takeSpare() {
+  const taken = spare ?? new WorkerHandle();
+  spare = null;
+  setImmediate(() => {
+    spare ??= new WorkerHandle();
+  });
+  return taken;
 }
 
 function compileError(name, err) {
@@ -171,6 +192,7 @@ const handlers = {
     slots.delete(workspace);
   },
   shutdown() {
+    spare?.stop();
     for (const slot of slots.values()) slot.handle?.stop();
     process.exit(0);
   },
@@ -195,4 +217,5 @@ input.on('line', (line) => {
 });
 input.on('close', () => process.exit(0)); // the service went away: so do we
 
+spare = new WorkerHandle();
 send({ type: 'ready', protocol: PROTOCOL, node: process.version });

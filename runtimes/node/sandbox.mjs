@@ -93,6 +93,9 @@ const HOST_GLOBALS = [
   'URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'AbortController', 'AbortSignal', 'Event',
   'EventTarget', 'atob', 'btoa', 'Buffer', 'crypto', 'performance',
 ];
+// Read once when the worker boots: some are lazy getters (fetch's Headers loads undici, ~20 ms), and a
+// spare worker should pay that before a workspace is waiting for it.
+const HOST_VALUES = Object.fromEntries(HOST_GLOBALS.map((name) => [name, globalThis[name]]));
 
 // Escaping the vm context through a host object's `.constructor.constructor` would reach this realm's
 // Function, and with it `process`. The host realm never builds functions from strings, so those
@@ -113,7 +116,7 @@ function sealHostRealm() {
 }
 
 export function loadWorkspace(script, config) {
-  const globals = Object.fromEntries(HOST_GLOBALS.map((name) => [name, globalThis[name]]));
+  const globals = { ...HOST_VALUES };
   globals.console = makeConsole();
   const context = vm.createContext(globals, { name: 'workspace', codeGeneration: { strings: true, wasm: false } });
   const inside = vm.runInContext(

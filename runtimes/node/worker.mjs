@@ -7,8 +7,8 @@ import { toJson, NotSerializable } from './results.mjs';
 import { mapStack } from './stacks.mjs';
 
 const { script, config } = workerData;
-const sandbox = loadWorkspace(script, config);
-const lines = sandbox.lines; // the script's own table: function name -> [first, last] line of its code
+let sandbox = null;
+let lines = {}; // the script's own table: function name -> [first, last] line of its code
 const now = () => performance.timeOrigin + performance.now();
 
 function describeThrown(value) {
@@ -69,7 +69,16 @@ async function run({ id, fn, params }) {
   parentPort.postMessage({ id, line: `${head.slice(0, -1)},"result":${resultJson}}` });
 }
 
+// A spare worker starts without a script and gets it in a `load` message, so a workspace's first run
+// does not wait for a thread to boot.
+function load(text) {
+  sandbox = loadWorkspace(text, config);
+  lines = sandbox.lines;
+  parentPort.postMessage({ type: 'ready', at: now() });
+}
+
 parentPort.on('message', (message) => {
+  if (message.type === 'load') return load(message.script);
   run(message).catch((err) => {
     parentPort.postMessage({
       id: message.id,
@@ -79,7 +88,7 @@ parentPort.on('message', (message) => {
 });
 
 // A callback the user left behind (a timer, a forgotten promise) must not take the workspace down.
-process.on('uncaughtException', (err) => sandbox.reportStray('uncaught exception', err));
-process.on('unhandledRejection', (err) => sandbox.reportStray('unhandled rejection', err));
+process.on('uncaughtException', (err) => sandbox?.reportStray('uncaught exception', err));
+process.on('unhandledRejection', (err) => sandbox?.reportStray('unhandled rejection', err));
 
-parentPort.postMessage({ type: 'ready', at: now() });
+if (script) load(script);
