@@ -1,0 +1,360 @@
+"""FileSystemStore: <root>/<id>/workspace.yaml plus the generated scripts, written atomically.
+
+workspace.yaml is the commit point: it is renamed into place after every other file of a save,
+so a crash leaves the old or the new version. Scratch names start with a dot, which no workspace
+id or generated name may, so nothing half-written is ever read as a workspace.
+"""
+
+import builtins
+import fcntl
+import hashlib
+import io
+import os
+import re
+import secrets
+import shutil
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import anyio
+from anyio import to_thread
+from attrs import evolve
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
+
+from adapters.codec import body_from_workspace, workspace_from_body
+from domain.errors import DomainError, NotFound, Unavailable
+from domain.model import WORKSPACE_ID, Json, Workspace, check_workspace_id
+
+BODY = "workspace.yaml"
+# The names the last saves wrote, so a save removes only its own stale scripts and never the
+# package.json or node_modules/ that live next to them. A list rather than a fixed {"index.js",
+# "main.py"} keeps the store ignorant of which runtime writes what.
+MANIFEST = ".generated"
+GENERATED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+LOCKS = ".locks"
+FileKey = tuple[int, int, int]  # st_mtime_ns, st_size, st_ino: os.replace always brings a new inode
+
+_SCRATCH = re.compile(r"\.tmp-.+-[0-9a-f]{8}")
+_TOKEN = re.compile(r"[0-9a-f]{8}")
+# ruamel writes NEL, LS, PS, CR, BOM and control characters raw in plain, quoted and literal
+# scalars, and its reader then folds or rejects them; in double quotes they are escaped.
+_NEEDS_ESCAPES = re.compile(
+    "[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\ufeff\u2028\u2029]"
+)
+
+
+class FileSystemStore:
+    """Workspaces as folders under `root`: workspace.yaml (the source of truth) and generated scripts."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)  # created by the first save, so building the store touches no disk
+        self._locks: weakref.WeakValueDictionary[str, anyio.Lock] = weakref.WeakValueDictionary()
+        self._cache: dict[str, tuple[FileKey, Workspace]] = {}
+
+    def folder(self, workspace_id: str) -> Path:
+        """The folder of a workspace's files (runtimes look for node_modules here)."""
+        return self.root / check_workspace_id(workspace_id)
+
+    async def save(self, workspace: Workspace, generated: Mapping[str, str]) -> Workspace:
+        """Write the generated files, then workspace.yaml; return the workspace with its revision."""
+        self.folder(workspace.id)
+        files = {_check_generated_name(name): text.encode() for name, text in generated.items()}
+        data = _dump(body_from_workspace(workspace))
+        saved = evolve(workspace, revision=_revision(data))
+        with self._storage_errors("saving", workspace.id):
+            # The in-process lock keeps waiting saves off the thread pool; flock covers other processes.
+            async with self._lock(workspace.id):
+                await to_thread.run_sync(self._save_locked, saved, data, files)
+        return saved
+
+    async def get(self, workspace_id: str) -> Workspace:
+        """The last saved version: one os.stat when it is cached, a read and parse when it changed."""
+        self.folder(workspace_id)
+        with self._storage_errors("reading", workspace_id):
+            # Every run starts here: a stat costs ~2 us, a hop to the thread pool ~65 us, so the cache
+            # is checked on the event loop and only a changed file is read in a thread.
+            with suppress(OSError):
+                cached = self._cache.get(workspace_id)
+                if cached is not None and cached[0] == _file_key(os.stat(self.root / workspace_id / BODY)):
+                    return cached[1]
+            return await to_thread.run_sync(self._get_sync, workspace_id)
+
+    async def delete(self, workspace_id: str) -> None:
+        """Remove the workspace folder and everything in it."""
+        self.folder(workspace_id)
+        with self._storage_errors("deleting", workspace_id):
+            async with self._lock(workspace_id):
+                await to_thread.run_sync(self._delete_locked, workspace_id)
+
+    async def list(self) -> list[str]:
+        """The ids of the folders that hold a workspace.yaml, sorted."""
+        with self._storage_errors("listing", None):
+            return await to_thread.run_sync(self._list_sync)
+
+    def _lock(self, workspace_id: str) -> anyio.Lock:
+        lock = self._locks.get(workspace_id)  # weak: a lock lives while someone holds or awaits it
+        if lock is None:
+            lock = self._locks[workspace_id] = anyio.Lock()
+        return lock
+
+    @contextmanager
+    def _file_lock(self, workspace_id: str) -> Iterator[None]:
+        """Serializes saves and deletes of one workspace across processes sharing the root."""
+        os.makedirs(self.root / LOCKS, exist_ok=True)
+        fd = os.open(self.root / LOCKS / f"{workspace_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the kernel drops it if this process dies
+            yield
+        finally:
+            os.close(fd)
+
+    def _save_locked(self, workspace: Workspace, data: bytes, files: Mapping[str, bytes]) -> None:
+        with self._file_lock(workspace.id):
+            self._clean_leftovers(workspace.id)
+            folder = self.root / workspace.id
+            if folder.is_dir():
+                _save_in_place(folder, data, files)
+            else:
+                self._save_new(folder, data, files)
+            with suppress(OSError):  # committed already: a cold cache only costs one read
+                self._cache[workspace.id] = (_file_key(os.stat(folder / BODY)), workspace)
+
+    def _save_new(self, folder: Path, data: bytes, files: Mapping[str, bytes]) -> None:
+        """Build the folder under a scratch name and rename it: it appears whole or not at all."""
+        scratch = self.root / f".tmp-{folder.name}-{secrets.token_hex(4)}"
+        os.mkdir(scratch)
+        try:
+            _write_all(scratch, data, files, manifest=set(files) or None)
+            _fsync_dir(scratch)
+            # If something else created the folder meanwhile, this fails and a retry saves in place.
+            os.rename(scratch, folder)  # the commit point
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        _after_commit(lambda: _fsync_dir(self.root))
+
+    def _get_sync(self, workspace_id: str) -> Workspace:
+        path = self.root / workspace_id / BODY
+        try:
+            key = _file_key(os.stat(path))
+            cached = self._cache.get(workspace_id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            with open(path, "rb") as file:  # fstat: the key of exactly the bytes read
+                key, data = _file_key(os.fstat(file.fileno())), file.read()
+        except (FileNotFoundError, NotADirectoryError):
+            self._cache.pop(workspace_id, None)
+            raise NotFound(f"workspace {workspace_id!r} not found") from None
+        workspace = _parse(workspace_id, data)
+        self._cache[workspace_id] = (key, workspace)
+        return workspace
+
+    def _delete_locked(self, workspace_id: str) -> None:
+        with self._file_lock(workspace_id):
+            self._clean_leftovers(workspace_id)
+            folder = self.root / workspace_id
+            if not (folder / BODY).is_file():
+                raise NotFound(f"workspace {workspace_id!r} not found")
+            trash = self.root / f".trash-{workspace_id}-{secrets.token_hex(4)}"
+            os.rename(folder, trash)  # gone at once, however long removing node_modules takes
+            self._cache.pop(workspace_id, None)
+            _after_commit(lambda: _fsync_dir(self.root))
+            shutil.rmtree(trash, ignore_errors=True)  # what stays is removed by the next save or delete
+
+    def _list_sync(self) -> builtins.list[str]:
+        try:
+            with os.scandir(self.root) as entries:
+                names = [entry.name for entry in entries if WORKSPACE_ID.fullmatch(entry.name)]
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if (self.root / name / BODY).is_file())
+
+    def _clean_leftovers(self, workspace_id: str) -> None:
+        """Remove the scratch files of saves and deletes of this workspace that died: we hold its lock."""
+        prefixes = (f".tmp-{workspace_id}-", f".trash-{workspace_id}-")
+        for name in _names(self.root):
+            prefix = next((p for p in prefixes if name.startswith(p)), None)
+            if prefix is not None and _TOKEN.fullmatch(name[len(prefix) :]):  # not another id's
+                shutil.rmtree(self.root / name, ignore_errors=True)
+        folder = self.root / workspace_id
+        for name in _names(folder):
+            if _SCRATCH.fullmatch(name):
+                with suppress(FileNotFoundError):
+                    os.unlink(folder / name)
+
+    @contextmanager
+    def _storage_errors(self, doing: str, workspace_id: str | None) -> Iterator[None]:
+        """OSError (disk full, read-only, permissions) -> Unavailable naming the cause and the file."""
+        try:
+            yield
+        except OSError as exc:
+            what = f"workspace {workspace_id!r}" if workspace_id else "workspaces"
+            named = isinstance(exc.filename, str | bytes | os.PathLike)
+            where = f" ({self._relative(os.fsdecode(exc.filename))})" if named else ""
+            raise Unavailable(f"storage failed while {doing} {what}: {exc.strerror or exc}{where}") from exc
+
+    def _relative(self, filename: str) -> str:
+        """A path inside the root, without the root: error messages reach API clients."""
+        path = Path(filename)
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else path.name
+
+
+def _save_in_place(folder: Path, data: bytes, files: Mapping[str, bytes]) -> None:
+    old = _read_manifest(folder)
+    listed = old | set(files)  # every file is listed before it exists, so none is ever forgotten
+    _write_all(folder, data, files, manifest=listed if listed != old else None)
+    _after_commit(lambda: _fsync_dir(folder))
+    stale = old - set(files)
+    if stale:
+        _after_commit(lambda: _remove_stale(folder, stale, set(files)))
+
+
+def _write_all(folder: Path, data: bytes, files: Mapping[str, bytes], manifest: set[str] | None) -> None:
+    """Stage every file (a full disk fails here, changing nothing), then rename: workspace.yaml last."""
+    staged = {MANIFEST: _manifest(manifest)} if manifest is not None else {}
+    staged.update(files)
+    staged[BODY] = data
+    scratches: dict[str, Path] = {}
+    try:
+        for name, content in staged.items():
+            scratches[name] = _stage(folder, name, content)
+        for name, scratch in scratches.items():
+            if name == BODY:
+                _fsync_dir(folder)  # the scripts' renames reach the disk before the commit's
+            os.replace(scratch, folder / name)
+    except BaseException:
+        for scratch in scratches.values():
+            with suppress(OSError):  # the renamed ones are gone already
+                os.unlink(scratch)
+        raise
+
+
+def _remove_stale(folder: Path, stale: set[str], current: set[str]) -> None:
+    for name in stale:
+        with suppress(FileNotFoundError):
+            os.unlink(folder / name)
+    _put(folder, MANIFEST, _manifest(current))
+    _fsync_dir(folder)
+
+
+def _after_commit(step: Callable[[], None]) -> None:
+    """Run a step after the commit point. The new version is visible by then, so failing the save
+    would wrongly tell the caller the old one stays (and skip evicting the old code from the
+    runtimes); a stale script is still listed in the manifest and goes with the next save."""
+    with suppress(OSError):
+        step()
+
+
+def _put(folder: Path, name: str, data: bytes) -> None:
+    scratch = _stage(folder, name, data)
+    try:
+        os.replace(scratch, folder / name)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(scratch)
+        raise
+
+
+def _stage(folder: Path, name: str, data: bytes) -> Path:
+    """A scratch copy of a file, written whole and fsync'd, for os.replace to put in place."""
+    scratch = folder / f".tmp-{name}-{secrets.token_hex(4)}"
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(scratch)
+        raise
+    finally:
+        os.close(fd)
+    return scratch
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_manifest(folder: Path) -> set[str]:
+    try:
+        text = (folder / MANIFEST).read_text()
+    except FileNotFoundError:
+        return set()
+    return {name for name in text.splitlines() if GENERATED_NAME.fullmatch(name) and name != BODY}
+
+
+def _manifest(names: set[str]) -> bytes:
+    return "".join(f"{name}\n" for name in sorted(names)).encode()
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _file_key(stat: os.stat_result) -> FileKey:
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def _check_generated_name(name: str) -> str:
+    """The runtimes name the generated files; a path or a dot-name there is a bug, not user input."""
+    if not GENERATED_NAME.fullmatch(name) or name == BODY:
+        raise ValueError(f"invalid generated file name {name!r}")
+    return name
+
+
+def _revision(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _parse(workspace_id: str, data: bytes) -> Workspace:
+    try:
+        workspace = workspace_from_body(workspace_id, _load(data))
+    except (YAMLError, DomainError, ValueError, TypeError, RecursionError) as exc:  # a hand-edited file
+        raise Unavailable(f"storage holds a broken {workspace_id}/{BODY}: {exc}") from None
+    return evolve(workspace, revision=_revision(data))
+
+
+def _load(data: bytes) -> Json:
+    # A YAML instance is not thread-safe, hence one per call. Pure: the C loader speaks only YAML 1.1,
+    # which would read the `yes` the 1.2 dumper leaves unquoted as a boolean.
+    return YAML(typ="safe", pure=True).load(data)
+
+
+def _dump(body: Json) -> bytes:
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = False
+    yaml.width = 4096  # long lines stay whole rather than folded
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    out = io.BytesIO()
+    yaml.dump(_styled(body), out)
+    return out.getvalue()
+
+
+def _styled(value: Json) -> Json:
+    """Multi-line text as literal `|` blocks so code reads as code; double quotes where needed."""
+    if isinstance(value, Mapping):  # plain dicts and lists: ruamel represents no other containers
+        return {_styled_key(key): _styled(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_styled(item) for item in value]
+    if isinstance(value, str) and _NEEDS_ESCAPES.search(value):
+        return DoubleQuotedScalarString(value)
+    if isinstance(value, str) and "\n" in value:
+        return LiteralScalarString(value)
+    return value
+
+
+def _styled_key(key: Json) -> Json:
+    return DoubleQuotedScalarString(key) if isinstance(key, str) and _NEEDS_ESCAPES.search(key) else key
