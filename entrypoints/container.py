@@ -1,0 +1,73 @@
+"""The composition root: the one place that names adapters. Building it starts nothing."""
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import anyio
+from dependency_injector import containers, providers
+
+from adapters.codec import make_body_converter
+from adapters.fs_store import FileSystemStore
+from adapters.node_runtime import NodeRuntime
+from domain.model import Language
+from domain.usecases import Workspaces
+from entrypoints.settings import Settings, load_settings
+from ports.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Container(containers.DeclarativeContainer):
+    """Settings in, the service's objects out; tests override `store` and `runtimes`."""
+
+    settings = providers.Dependency(instance_of=Settings)
+    store = providers.Singleton(FileSystemStore, root=settings.provided.storage_dir)
+    # A registry by language: the Python runtime joins it under Language.PYTHON.
+    runtimes = providers.Dict(
+        {
+            Language.NODEJS: providers.Singleton(
+                NodeRuntime,
+                timeout_ms=settings.provided.node_timeout_ms,
+                max_workers=settings.provided.workers_max_lru,
+                idle_timeout_s=settings.provided.node_idle_timeout_s,
+                max_old_generation_mb=settings.provided.node_max_old_generation_mb,
+                builtin_modules=settings.provided.node_builtin_modules,
+            ),
+        }
+    )
+    workspaces = providers.Singleton(Workspaces, store=store, runtimes=runtimes)
+    body = providers.Singleton(make_body_converter)
+
+
+def build_container(environ: Mapping[str, str] | None = None) -> Container:
+    """A container for `environ` (the process environment by default); SettingsError on a bad value."""
+    return Container(settings=providers.Object(load_settings(environ)))
+
+
+@asynccontextmanager
+async def running(container: Container) -> AsyncIterator[Workspaces]:
+    """Start every runtime, regenerate scripts if asked, and close the runtimes on the way out."""
+    workspaces: Workspaces = container.workspaces()
+    runtimes = list(workspaces.runtimes.values())
+    try:
+        async with anyio.create_task_group() as group:
+            for runtime in runtimes:
+                group.start_soon(runtime.start)
+        if container.settings().update_scripts_on_startup:
+            regenerated = await workspaces.regenerate_all()
+            log.info("regenerated the scripts of %d workspaces", len(regenerated))
+        yield workspaces
+    finally:
+        with anyio.CancelScope(shield=True):  # a cancelled shutdown must still stop the hosts
+            async with anyio.create_task_group() as group:
+                for runtime in runtimes:
+                    group.start_soon(_close, runtime)
+
+
+async def _close(runtime: Runtime) -> None:
+    # One runtime failing to close must not keep the others running.
+    try:
+        await runtime.aclose()
+    except Exception:
+        log.exception("closing the %s runtime failed", runtime.language.value)

@@ -1,0 +1,228 @@
+"""Settings from environment variables: the only module that reads the environment.
+
+A bad value stops start-up with a message naming the variable, the value and what was expected; it is
+never replaced by a default.
+"""
+
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from attrs import field, frozen
+
+NODE_BUILTINS = ("http", "https", "url", "util", "zlib", "dns", "stream", "buffer", "crypto")
+PYTHON_BUILTINS = tuple(
+    "json csv xml html email re string textwrap unicodedata difflib math decimal fractions random "
+    "statistics datetime time calendar collections itertools functools operator array heapq bisect queue "
+    "copy enum typing dataclasses abc types io pathlib tempfile glob fnmatch base64 hashlib hmac binascii "
+    "struct secrets zlib gzip bz2 lzma zipfile tarfile urllib http logging warnings traceback pprint uuid "
+    "contextlib weakref timeit atexit".split()
+)
+PYTHON_PACKAGES = ("numpy", "pandas", "tabulate", "dateparser", "urllib3", "requests", "pptx", "docx")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("json", "console")
+
+
+class SettingsError(Exception):
+    """An environment variable holds a value the service cannot use."""
+
+
+def default_pool_size() -> int:
+    return max(2, os.cpu_count() or 1)
+
+
+@frozen
+class Settings:
+    """The service's configuration; the defaults are SPEC §1's."""
+
+    port: int = 4000
+    host: str = "127.0.0.1"
+    storage_dir: Path = Path("data/functions/")
+    node_timeout_ms: int = 20_000
+    python_timeout_ms: int = 20_000
+    workers_max_lru: int = 500
+    node_builtin_modules: tuple[str, ...] = NODE_BUILTINS
+    npm_registry: str | None = None  # None: npm's own default
+    node_max_old_generation_mb: int = 100
+    node_idle_timeout_s: int = 3600
+    update_scripts_on_startup: bool = False
+    request_max_size: int = 1024 * 1024
+    python_api_url: str | None = None  # None: Python runs embedded
+    kernel_pool_size: int = field(factory=default_pool_size)
+    python_builtin_modules: tuple[str, ...] = PYTHON_BUILTINS
+    python_packages_whitelist: tuple[str, ...] = PYTHON_PACKAGES
+    python_packages_auto_install: tuple[str, ...] = ()
+    python_packages_dir: Path = Path("data/functions-py/packages/")
+    python_worker_max_memory_mb: int = 512
+    nodejs_packages_whitelist: tuple[str, ...] | None = None  # None: every package allowed
+    nodejs_packages_blacklist: tuple[str, ...] = ()
+    shared_node_modules_dir: Path | None = None
+    api_key: str | None = None
+    log_level: str = "info"
+    log_format: str = "json"
+
+
+# Parsers take the raw text and raise ValueError("expected ...") when it does not fit.
+Parser = Callable[[str], Any]
+
+
+def integer(minimum: int, maximum: int | None = None, unit: str = "") -> Parser:
+    def parse(raw: str) -> int:
+        text = raw.strip()
+        value = int(text) if text.isascii() and text.isdigit() else None
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise ValueError(f"expected a whole number{unit} of at least {minimum}{upper}")
+        return value
+
+    return parse
+
+
+SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb)?", re.IGNORECASE)
+UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
+
+
+def byte_size(raw: str) -> int:
+    """body-parser's syntax (the `bytes` package): `1mb`, `500kb`, `1.5mb` or plain bytes; 1kb = 1024."""
+    match = SIZE.fullmatch(raw.strip())
+    size = int(float(match[1]) * UNITS[(match[2] or "b").lower()]) if match else 0
+    if size < 1:
+        raise ValueError("expected a size of at least 1 byte such as 1048576, 500kb, 1mb or 1.5gb")
+    return size
+
+
+TRUE, FALSE = ("yes", "true", "1"), ("no", "false", "0")
+
+
+def boolean(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text not in TRUE + FALSE:
+        raise ValueError("expected one of yes, true, 1, no, false, 0")
+    return text in TRUE
+
+
+def choice(*allowed: str) -> Parser:
+    def parse(raw: str) -> str:
+        text = raw.strip().lower()
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return text
+
+    return parse
+
+
+def text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("expected a non-empty value")
+    return raw.strip()
+
+
+def path(raw: str) -> Path:
+    return Path(text(raw))
+
+
+def url(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"https?://[^\s/]+\S*", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+def items(raw: str) -> list[str]:
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def names(pattern: str, what: str) -> Parser:
+    """A comma-separated list whose every item must match `pattern`."""
+    compiled = re.compile(pattern)
+
+    def parse(raw: str) -> tuple[str, ...]:
+        found = items(raw)
+        bad = [item for item in found if not compiled.fullmatch(item)]
+        if bad:
+            raise ValueError(f"expected a comma-separated list of {what}; not one: {', '.join(bad)}")
+        return tuple(found)
+
+    return parse
+
+
+def requirements(raw: str) -> tuple[str, ...]:
+    """pip requirements, comma-separated; a comma followed by a version operator (`numpy>=1.26,<2`)
+    continues the previous requirement instead of starting a new one."""
+    merged: list[str] = []
+    for item in items(raw):
+        if merged and item[0] in "<>=!~":
+            merged[-1] += "," + item
+        elif item[0].isalnum():
+            merged.append(item)
+        else:
+            raise ValueError(f"expected comma-separated pip requirements; not one: {item}")
+    return tuple(merged)
+
+
+def optional(parse: Parser) -> Parser:
+    """An empty value means unset, as container tools often set `NAME=` for 'no value'."""
+    return lambda raw: parse(raw) if raw.strip() else None
+
+
+MS, MB = " of milliseconds", " of megabytes"
+MODULES = names(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", "Python module names")
+NODE_MODULES = names(r"(node:)?[a-z_][a-z0-9_/]*", "Node.js builtin module names")
+NPM_PACKAGES = names(r"(@[a-z0-9-~][a-z0-9-._~]*/)?[a-z0-9-~][a-z0-9-._~]*", "npm package names")
+
+# (variable names, alias first-wins order), Settings field, parser
+VARIABLES: tuple[tuple[tuple[str, ...], str, Parser], ...] = (
+    (("PORT",), "port", integer(0, 65535)),
+    (("HOST",), "host", text),
+    (("FUNCTIONS_STORAGE_FILESYSTEM_DIRPATH",), "storage_dir", path),
+    (("FUNCTIONS_RUN_TIMEOUT",), "node_timeout_ms", integer(1, unit=MS)),
+    (("PYTHON_FUNCTIONS_RUN_TIMEOUT",), "python_timeout_ms", integer(1, unit=MS)),
+    (("FUNCTIONS_WORKERS_MAX_LRU",), "workers_max_lru", integer(1)),
+    (("NODE_BUILTIN_MODULES", "NODEJS_BUILTIN_MODULES"), "node_builtin_modules", NODE_MODULES),
+    (("NPM_CONFIG_REGISTRY",), "npm_registry", optional(url)),
+    (("NODE_WORKER_MAX_OLD_GENERATION_SIZE_MB",), "node_max_old_generation_mb", integer(1, unit=MB)),
+    (("INACTIVE_NODE_WORKER_DELETION_TIMEOUT",), "node_idle_timeout_s", integer(1, unit=" of seconds")),
+    (("UPDATE_SCRIPTS_ON_STARTUP",), "update_scripts_on_startup", boolean),
+    (("REQUEST_MAX_SIZE",), "request_max_size", byte_size),
+    (("PYTHON_API_URL",), "python_api_url", optional(url)),
+    (("KERNEL_POOL_SIZE",), "kernel_pool_size", integer(1)),
+    (("PYTHON_BUILTIN_MODULES",), "python_builtin_modules", MODULES),
+    (("PYTHON_PACKAGES_WHITELIST_IMPORT",), "python_packages_whitelist", MODULES),
+    (("PYTHON_PACKAGES_AUTO_INSTALL",), "python_packages_auto_install", requirements),
+    (("PYTHON_PACKAGES_DIR",), "python_packages_dir", path),
+    (("PYTHON_WORKER_MAX_MEMORY_MB",), "python_worker_max_memory_mb", integer(1, unit=MB)),
+    (("NODEJS_PACKAGES_WHITELIST_IMPORT",), "nodejs_packages_whitelist", optional(NPM_PACKAGES)),
+    (("NODEJS_PACKAGES_BLACKLIST_IMPORT",), "nodejs_packages_blacklist", NPM_PACKAGES),
+    (("SHARED_NODE_MODULES_DIRECTORY",), "shared_node_modules_dir", optional(path)),
+    (("FUNCTIONS_API_KEY",), "api_key", optional(text)),
+    (("LOG_LEVEL",), "log_level", choice(*LOG_LEVELS)),
+    (("LOG_FORMAT",), "log_format", choice(*LOG_FORMATS)),
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, tty: bool | None = None) -> Settings:
+    """Settings from `environ` (the process environment by default); SettingsError names a bad variable.
+
+    `tty` picks the default LOG_FORMAT (console on a terminal, else json); None asks stderr.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {"log_format": "console" if _is_tty(tty) else "json"}
+    for names_, field_name, parse in VARIABLES:
+        name = next((n for n in names_ if n in environ), None)
+        if name is not None:
+            values[field_name] = _parse(name, environ[name], parse)
+    return Settings(**values)
+
+
+def _parse(name: str, raw: str, parse: Parser) -> Any:
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+
+
+def _is_tty(tty: bool | None) -> bool:
+    return sys.stderr.isatty() if tty is None else tty
