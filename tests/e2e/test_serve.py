@@ -1,34 +1,13 @@
 """`functions serve` as a user starts it: a real process, Hypercorn, the real container."""
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def get_json(url: str, deadline: float) -> object:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as answer:
-                return json.load(answer)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+from tests.e2e.serving import SERVE, free_port, get_json
 
 
 def test_serve_answers_on_host_and_port_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:

@@ -1,0 +1,50 @@
+"""Start `functions serve` as a user would (a real process, Hypercorn, the real container) for a test."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def get_json(url: str, deadline: float) -> object:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                return json.load(answer)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextmanager
+def serving(storage: Path, **environ: str) -> Iterator[str]:
+    """A running service on a free port, storing under `storage`; yields its base URL, stops it after."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "FUNCTIONS_STORAGE_FILESYSTEM_DIRPATH": str(storage), **environ}
+    server = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        get_json(f"{url}/sys/healthcheck", time.monotonic() + 20)
+        yield url
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=20)
+    assert server.returncode == 0, err
+    assert "Traceback" not in err, err
