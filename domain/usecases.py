@@ -1,9 +1,8 @@
 """The use cases: what HTTP, the CLI and embedders call. Domain types in and out, ports passed in."""
 
-import builtins
 from collections.abc import Mapping
 
-from domain.errors import Unavailable
+from domain.errors import DomainError, Unavailable
 from domain.model import Json, Language, Outcome, Workspace, check_function_name, check_workspace_id
 from domain.parameters import bind_parameters
 from ports.runtime import Runtime
@@ -53,13 +52,20 @@ class Workspaces:
         bound = bind_parameters(fn, params)
         return await self.runtime(fn.runs_on).run(workspace, function, bound)
 
-    async def regenerate_all(self) -> builtins.list[str]:
-        """Rewrite every workspace's generated files from its saved body (UPDATE_SCRIPTS_ON_STARTUP)."""
-        ids = await self._store.list()
-        for workspace_id in ids:
-            workspace = await self._store.get(workspace_id)
-            await self.save(workspace)
-        return ids
+    async def regenerate_all(self) -> dict[str, str]:
+        """Rewrite every workspace's generated files from its saved body (UPDATE_SCRIPTS_ON_STARTUP).
+
+        One workspace that no longer compiles must not keep the others (or the service) from starting:
+        the answer maps each workspace id to "ok" or to why it was left as it was.
+        """
+        report: dict[str, str] = {}
+        for workspace_id in await self._store.list():
+            try:
+                await self.save(await self._store.get(workspace_id))
+                report[workspace_id] = "ok"
+            except DomainError as exc:
+                report[workspace_id] = exc.message
+        return report
 
     async def _evict(self, workspace_id: str) -> None:
         for runtime in self._runtimes.values():

@@ -55,8 +55,11 @@ async def running(container: Container) -> AsyncIterator[Workspaces]:
             for runtime in runtimes:
                 group.start_soon(runtime.start)
         if container.settings().update_scripts_on_startup:
-            regenerated = await workspaces.regenerate_all()
-            log.info("regenerated the scripts of %d workspaces", len(regenerated))
+            report = await workspaces.regenerate_all()
+            failed = {workspace_id: why for workspace_id, why in report.items() if why != "ok"}
+            log.info("regenerated the scripts of %d workspaces", len(report) - len(failed))
+            for workspace_id, why in failed.items():
+                log.error("workspace %r kept its previous scripts: %s", workspace_id, why)
         yield workspaces
     finally:
         with anyio.CancelScope(shield=True):  # a cancelled shutdown must still stop the hosts

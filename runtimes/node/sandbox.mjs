@@ -120,7 +120,8 @@ export function loadWorkspace(script, config) {
   globals.console = makeConsole();
   const context = vm.createContext(globals, { name: 'workspace', codeGeneration: { strings: true, wasm: false } });
   const inside = vm.runInContext(
-    'globalThis.global = globalThis; globalThis.functions = {}; globalThis.cache = {};' +
+    // `functions` has no prototype: a function named `constructor` or `__proto__` is just a name.
+    'globalThis.global = globalThis; globalThis.functions = Object.create(null); globalThis.cache = {};' +
       '({ Error, parse: JSON.parse, functions: globalThis.functions })',
     context,
   );

@@ -348,3 +348,20 @@ async def test_without_node_the_runtime_is_unavailable_and_says_why() -> None:
     with pytest.raises(Unavailable, match="no-such-node-binary"):
         await save(service, {"f": "return 1;"})
     await runtime.aclose()
+
+
+async def test_workspaces_share_neither_cache_nor_globals_nor_functions(service: Workspaces) -> None:
+    await save(service, {"set": "cache.secret = 's1'; globalThis.leak = 'g1'; return 1;"}, "one")
+    await save(
+        service,
+        {"peek": "return [cache.secret, globalThis.leak, typeof set, Object.keys(functions)];"},
+        "two",
+    )
+    assert (await service.run("one", "set")).result == 1
+    assert (await service.run("two", "peek")).result == [None, None, "undefined", ["peek"]]
+
+
+async def test_function_names_that_are_object_keys_are_plain_names(service: Workspaces) -> None:
+    await save(service, {"constructor": "return 'c';", "__proto__": "return 'p';", "toString": "return 't';"})
+    results = [(await service.run("w", name)).result for name in ("constructor", "__proto__", "toString")]
+    assert results == ["c", "p", "t"]

@@ -197,6 +197,14 @@ async def test_a_python_function_without_a_python_runtime_is_unavailable() -> No
 
 async def test_regenerate_all_saves_every_workspace_again() -> None:
     service, store, runtime = await service_with(echoing(), Workspace("other", {"boom": Function("boom")}))
-    assert await service.regenerate_all() == ["demo", "other"]
+    assert await service.regenerate_all() == {"demo": "ok", "other": "ok"}
     assert store.generated["demo"] and store.generated["other"]  # seeded with none
     assert runtime.evicted == ["demo", "other"]
+
+
+async def test_regenerate_all_goes_on_past_a_workspace_that_no_longer_compiles() -> None:
+    broken = Workspace("broken", {"f": Function("no such program")})
+    service, store, runtime = await service_with(echoing(), broken)
+    report = await service.regenerate_all()
+    assert report["demo"] == "ok" and "no such program" in report["broken"]
+    assert store.generated["demo"] and runtime.evicted == ["demo"]
