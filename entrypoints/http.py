@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,6 +27,7 @@ from domain.model import Outcome, Status, check_workspace_id
 from entrypoints.bodies import JsonResponse, PayloadTooLarge, read_json
 from entrypoints.container import Container, build_container, running
 from entrypoints.docs import docs_page, openapi_json
+from entrypoints.middleware import ApiKeyMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -191,4 +193,6 @@ def create_app(container: Container | None = None) -> Starlette:
             yield {"workspaces": workspaces, "body": services.body(), "max_body": max_body}
 
     handlers = {DomainError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected}
-    return Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=handlers)
+    api_key = services.settings().api_key
+    middleware = [Middleware(ApiKeyMiddleware, key=api_key)] if api_key else []
+    return Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)

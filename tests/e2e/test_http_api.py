@@ -337,3 +337,23 @@ def test_the_docs_page_is_html_that_loads_nothing_from_elsewhere(client: TestCli
     assert "openapi.json" in page.text
     assert not re.search(r"https?://|//[a-z0-9.-]+\.[a-z]{2,}/", page.text, re.IGNORECASE)
     assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_with_an_api_key_every_api_route_needs_it(runtime: ScriptedRuntime) -> None:
+    with TestClient(create_app(container_for(runtime, FUNCTIONS_API_KEY="s3cret"))) as client:
+        for method, path in [
+            ("GET", "/v2/functions"),
+            ("POST", "/v2/functions/demo/run/f"),
+            ("GET", "/v2/functions/x"),
+        ]:
+            refused = client.request(method, path)
+            assert error_of(refused, 401, "Unauthorized")["message"].find("FUNCTIONS_API_KEY") >= 0
+            wrong = client.request(method, path, headers={"Authorization": "Bearer s3cre"})
+            assert wrong.status_code == 401
+        allowed = client.get("/v2/functions", headers={"Authorization": "Bearer s3cret"})
+        assert allowed.status_code == 200
+        assert client.get("/sys/healthcheck").status_code == 200  # probes need no key
+
+
+def test_without_an_api_key_no_route_asks_for_one(client: TestClient) -> None:
+    assert client.get("/v2/functions").status_code == 200
