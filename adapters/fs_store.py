@@ -54,6 +54,7 @@ class FileSystemStore:
         self.root = Path(root)  # created by the first save, so building the store touches no disk
         self._locks: weakref.WeakValueDictionary[str, anyio.Lock] = weakref.WeakValueDictionary()
         self._cache: dict[str, tuple[FileKey, Workspace]] = {}
+        self._body_paths: dict[str, str] = {}
 
     def folder(self, workspace_id: str) -> Path:
         """The folder of a workspace's files (runtimes look for node_modules here)."""
@@ -73,14 +74,15 @@ class FileSystemStore:
 
     async def get(self, workspace_id: str) -> Workspace:
         """The last saved version: one os.stat when it is cached, a read and parse when it changed."""
+        # Every run starts here: a stat costs ~2 us, a hop to the thread pool ~65 us, so the cache is
+        # checked on the event loop and only a changed file is read in a thread.
+        cached = self._cache.get(workspace_id)  # only valid ids ever get in
+        if cached is not None:
+            with suppress(OSError):
+                if cached[0] == _file_key(os.stat(self._body_path(workspace_id))):
+                    return cached[1]
         self.folder(workspace_id)
         with self._storage_errors("reading", workspace_id):
-            # Every run starts here: a stat costs ~2 us, a hop to the thread pool ~65 us, so the cache
-            # is checked on the event loop and only a changed file is read in a thread.
-            with suppress(OSError):
-                cached = self._cache.get(workspace_id)
-                if cached is not None and cached[0] == _file_key(os.stat(self.root / workspace_id / BODY)):
-                    return cached[1]
             return await to_thread.run_sync(self._get_sync, workspace_id)
 
     async def delete(self, workspace_id: str) -> None:
@@ -94,6 +96,12 @@ class FileSystemStore:
         """The ids of the folders that hold a workspace.yaml, sorted."""
         with self._storage_errors("listing", None):
             return await to_thread.run_sync(self._list_sync)
+
+    def _body_path(self, workspace_id: str) -> str:
+        path = self._body_paths.get(workspace_id)
+        if path is None:
+            path = self._body_paths[workspace_id] = str(self.folder(workspace_id) / BODY)
+        return path
 
     def _lock(self, workspace_id: str) -> anyio.Lock:
         lock = self._locks.get(workspace_id)  # weak: a lock lives while someone holds or awaits it

@@ -1,4 +1,8 @@
-"""A runtime host child process: a scrubbed environment, one JSON object per line each way, replies by id."""
+"""A runtime host child process: a scrubbed environment, one JSON object per line each way, replies by id.
+
+Replies are read by an asyncio protocol and handed straight to the waiting future: a run costs no
+reader task hop and no timeout task, which matters at a few hundred microseconds per run.
+"""
 
 import asyncio
 import contextlib
@@ -12,7 +16,36 @@ from domain.errors import Unavailable
 
 Message = dict[str, Any]
 LINE_LIMIT = 64 * 1024 * 1024  # one reply carries a whole result and its logs
+STDOUT, STDERR = 1, 2
 log = logging.getLogger("functions.hosts")
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class _Lines(asyncio.SubprocessProtocol):
+    """Splits the host's stdout into lines for the host, and its stderr into the service log."""
+
+    def __init__(self, host: "HostProcess") -> None:
+        self.host = host
+        self.partial = {STDOUT: bytearray(), STDERR: bytearray()}
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buffer, start = self.partial[fd], 0
+        while (end := data.find(b"\n", start)) >= 0:  # scan only the new bytes: a 10 MB line stays linear
+            if buffer:
+                buffer += data[start:end]
+                line = bytes(buffer)
+                buffer.clear()
+            else:
+                line = data[start:end]
+            self.host._on_line(fd, line)
+            start = end + 1
+        buffer += data[start:]
+        if len(buffer) > LINE_LIMIT:
+            buffer.clear()
+            self.host._broken(f"a line longer than {LINE_LIMIT} bytes")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.host._on_closed()  # the process exited and its pipes are drained
 
 
 class HostProcess:
@@ -26,64 +59,62 @@ class HostProcess:
         self.exit_reason = ""
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Message]] = {}
-        self._process: asyncio.subprocess.Process | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._first_line: asyncio.Future[Message] | None = None
         self._closed = asyncio.Event()
 
     async def start(self, ready_timeout_s: float = 10.0) -> Message:
         """Spawn the host and wait for its `ready` line; Unavailable if it cannot start."""
+        loop = asyncio.get_running_loop()
+        self._first_line = loop.create_future()
         try:
-            self._process = await asyncio.create_subprocess_exec(
+            self._transport, _ = await loop.subprocess_exec(
+                lambda: _Lines(self),
                 *self.argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
                 env=self.env,
-                limit=LINE_LIMIT,
                 start_new_session=True,  # a signal to the service's group does not hit the host first
             )
         except OSError as exc:
             raise Unavailable(f"the {self.name} host could not start: {exc}") from None
-        assert self._process.stdout is not None
+        self._stdin = self._transport.get_pipe_transport(0)  # type: ignore[assignment]
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), ready_timeout_s)
-            self.ready = json.loads(line)
-        except (TimeoutError, ValueError):
+            self.ready = await asyncio.wait_for(self._first_line, ready_timeout_s)
+        except (TimeoutError, Unavailable) as exc:
             await self.kill()
-            raise Unavailable(f"the {self.name} host did not report ready (got {line[:200]!r})") from None
-        self._tasks = [asyncio.create_task(self._read_replies()), asyncio.create_task(self._read_stderr())]
+            raise Unavailable(f"the {self.name} host did not report ready: {exc or 'timed out'}") from None
         return self.ready
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and not self._closed.is_set()
+        return self._transport is not None and not self._closed.is_set()
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process else None
+        return self._transport.get_pid() if self._transport else None
 
     def next_id(self) -> int:
         return next(self._ids)
 
     def send(self, message: Message) -> None:
         """Queue one message; ordering on the pipe is the order of calls."""
-        if not self.alive:
+        if not self.alive or self._stdin is None or self._stdin.is_closing():
             raise Unavailable(f"the {self.name} host is not running: {self.exit_reason or 'stopped'}")
-        assert self._process is not None and self._process.stdin is not None
-        self._process.stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        self._stdin.write(_encode(message).encode() + b"\n")
 
     async def request(self, message: Message, timeout_s: float) -> Message:
         """Send a message carrying a fresh `id` and wait for the reply with that id."""
-        request_id = message["id"] = self.next_id()
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        request_id = message["id"] = next(self._ids)
+        future: asyncio.Future[Message] = loop.create_future()
         self._waiting[request_id] = future
+        # A timer, not wait_for: wait_for wraps every run in a task of its own.
+        timer = loop.call_later(timeout_s, self._stuck, future, timeout_s)
         try:
             self.send(message)
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            await self.kill(f"no reply from the {self.name} host within {timeout_s:.1f} s")
-            raise Unavailable(f"the {self.name} host stopped answering and was restarted") from None
+            return await future
         finally:
+            timer.cancel()
             self._waiting.pop(request_id, None)
 
     async def wait_closed(self) -> None:
@@ -91,52 +122,64 @@ class HostProcess:
 
     async def kill(self, reason: str = "stopped by the service") -> None:
         self.exit_reason = self.exit_reason or reason
-        if self._process and self._process.returncode is None:
+        if self._transport is not None and not self._closed.is_set():
             with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
-            await self._process.wait()
-        self._fail_all()
+                self._transport.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), 5.0)
+        self._on_closed()
 
     async def close(self, grace_s: float = 2.0) -> None:
         """Ask the host to stop, then make sure it did."""
         if self.alive:
             with contextlib.suppress(Unavailable, ConnectionError):
                 self.send({"type": "shutdown"})
-            assert self._process is not None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._process.wait(), grace_s)
+                await asyncio.wait_for(self._closed.wait(), grace_s)
         await self.kill()
-        for task in self._tasks:
-            task.cancel()
 
-    async def _read_replies(self) -> None:
-        assert self._process is not None and self._process.stdout is not None
-        stdout = self._process.stdout
-        try:
-            while line := await stdout.readline():
-                self._dispatch(json.loads(line))
-        except (ValueError, asyncio.LimitOverrunError) as exc:
-            await self.kill(f"the {self.name} host broke the protocol: {exc}")
-        code = await self._process.wait()
-        self.exit_reason = self.exit_reason or f"the {self.name} host exited with code {code}"
-        self._fail_all()
-
-    def _dispatch(self, message: Message) -> None:
-        if message.get("type") == "protocol_error":
-            log.error("%s host protocol error: %s", self.name, message.get("detail"))
-            return
-        future = self._waiting.pop(message.get("id", -1), None)
-        if future is not None and not future.done():
-            future.set_result(message)
-
-    async def _read_stderr(self) -> None:
-        assert self._process is not None and self._process.stderr is not None
-        while line := await self._process.stderr.readline():
+    def _on_line(self, fd: int, line: bytes) -> None:
+        if fd == STDERR:
             log.warning("%s host: %s", self.name, line.decode(errors="replace").rstrip())
+            return
+        try:
+            message = json.loads(line)
+        except ValueError as exc:
+            self._broken(f"not JSON: {exc}")
+            return
+        if self._first_line is not None and not self._first_line.done():
+            self._first_line.set_result(message)
+        elif message.get("type") == "protocol_error":
+            log.error("%s host protocol error: %s", self.name, message.get("detail"))
+        else:
+            future = self._waiting.pop(message.get("id", -1), None)
+            if future is not None and not future.done():
+                future.set_result(message)
 
-    def _fail_all(self) -> None:
+    def _stuck(self, future: asyncio.Future[Message], timeout_s: float) -> None:
+        if not future.done():
+            future.set_exception(Unavailable(f"the {self.name} host stopped answering and was restarted"))
+            self._broken(f"no reply within {timeout_s:.1f} s")
+
+    def _broken(self, why: str) -> None:
+        """The host cannot be trusted any more: kill it; its death fails everything still waiting."""
+        self.exit_reason = self.exit_reason or f"the {self.name} host broke: {why}"
+        if self._transport is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._transport.kill()
+
+    def _on_closed(self) -> None:
+        if self._closed.is_set():
+            return
+        code = self._transport.get_returncode() if self._transport else None
+        self.exit_reason = self.exit_reason or f"the {self.name} host exited with code {code}"
         self._closed.set()
+        failure = Unavailable(f"the {self.name} host stopped: {self.exit_reason}")
+        if self._first_line is not None and not self._first_line.done():
+            self._first_line.set_exception(failure)
         waiting, self._waiting = self._waiting, {}
         for future in waiting.values():
             if not future.done():
-                future.set_exception(Unavailable(f"the {self.name} host stopped: {self.exit_reason}"))
+                future.set_exception(failure)
+        if self._transport is not None:
+            self._transport.close()

@@ -263,6 +263,9 @@ class NodeRuntime:
                 delay = min(delay * 2, ceiling)
 
     async def _running_host(self) -> HostProcess:
+        host = self._host
+        if host is not None and host.alive:
+            return host
         if self._state == "unavailable":
             raise Unavailable(f"the nodejs runtime is unavailable: {self._error}")
         if not self._up.is_set():
