@@ -365,3 +365,12 @@ async def test_function_names_that_are_object_keys_are_plain_names(service: Work
     await save(service, {"constructor": "return 'c';", "__proto__": "return 'p';", "toString": "return 't';"})
     results = [(await service.run("w", name)).result for name in ("constructor", "__proto__", "toString")]
     assert results == ["c", "p", "t"]
+
+
+async def test_fetch_and_its_classes_load_on_first_use(service: Workspaces) -> None:
+    code = (
+        "const h = new Headers({a: '1'}); const r = new Response('body', {status: 201});"
+        " return [typeof fetch, h.get('a'), r.status, await r.text(), typeof Request, typeof FormData,"
+        " typeof Blob];"
+    )
+    assert await result_of(service, code) == ["function", "1", 201, "body", "function", "function", "function"]
