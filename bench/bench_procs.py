@@ -148,3 +148,13 @@ def _node_version() -> str:
         return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     except FileNotFoundError:
         return "not found"
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (their threads included)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from bench_http import Answer, Connection
 from bench_load import Latency, Throughput, concurrent_load, latency_of, sequential_latency
-from bench_procs import Processes, free_port, machine, node_host_pid, rss_kib, wait_healthy
+from bench_procs import Processes, cpu_seconds, free_port, machine, node_host_pid, rss_kib, wait_healthy
 from bench_report import TARGETS, Row, judged, table
 
 BENCH = Path(__file__).resolve().parent
@@ -38,6 +38,7 @@ RUN_PATH = "/v2/functions/bench/run/hello"
 class Server:
     port: int
     pid: int
+    node: bool  # whether a Node host child belongs to it
 
 
 @contextmanager
@@ -50,7 +51,7 @@ def served(
         wait_healthy(port, popen, log)
         if node_host:  # the service's Node host lives in a session of its own: stop it too
             procs.adopt(popen, wait_for_node_host(popen.pid))
-        yield Server(port, popen.pid)
+        yield Server(port, popen.pid, node_host)
     finally:
         procs.stop(popen)
 
@@ -119,14 +120,19 @@ def once(port: int, action: Callable[[Connection], object]) -> None:
 class Warm:
     sequential: Latency
     concurrent: Throughput
+    cpu_us_per_request: float  # server-side CPU (with its Node host) per request under load
 
 
-def measure_warm(port: int, args: argparse.Namespace) -> Warm:
+def measure_warm(server: Server, args: argparse.Namespace) -> Warm:
     progress(f"  sequential: {args.warmup} warm-up + {args.runs} runs on one connection")
-    sequential = sequential_latency(port, RUN_PATH, RUN_BODY, args.warmup, args.runs)
+    sequential = sequential_latency(server.port, RUN_PATH, RUN_BODY, args.warmup, args.runs)
     progress(f"  concurrent: {args.connections} connections for {args.seconds:g} s")
-    concurrent = concurrent_load(port, RUN_PATH, RUN_BODY, args.connections, args.seconds)
-    return Warm(sequential, concurrent)
+    # CPU per request moves far less than wall-clock figures when others share the machine.
+    pids = [server.pid, *([node_host_pid(server.pid)] if server.node else [])]
+    before = cpu_seconds(pids)
+    concurrent = concurrent_load(server.port, RUN_PATH, RUN_BODY, args.connections, args.seconds)
+    cpu_us = (cpu_seconds(pids) - before) / max(concurrent.requests, 1) * 1e6
+    return Warm(sequential, concurrent, cpu_us)
 
 
 @dataclass(frozen=True)
@@ -233,11 +239,11 @@ def measure_all(args: argparse.Namespace, procs: Processes, logs: Path, info: di
     progress("bare Starlette + Hypercorn app")
     with bare(procs, logs) as server:
         once(server.port, lambda connection: expect(connection.request("POST", RUN_PATH, RUN_BODY), "run"))
-        bare_warm = measure_warm(server.port, args)
+        bare_warm = measure_warm(server, args)
     progress("service")
     with service(procs, logs, "service") as server:
         once(server.port, lambda connection: save_and_run(connection, "bench"))
-        service_warm = measure_warm(server.port, args)
+        service_warm = measure_warm(server, args)
         progress(f"  cold start: {args.cold} new workspaces, {args.cold_pause:g} s apart, then back to back")
         cold = measure_cold(server.port, args.cold, args.cold_pause, "cold")
         cold_burst = measure_cold(server.port, args.cold, 0.0, "burst")
@@ -285,6 +291,10 @@ def concurrent_rows(f: Figures) -> list[Row]:
         Row("bare p50 / p99", f"{b.p50_ms:.2f} / {b.p99_ms:.2f} ms"),
         Row("service/bare p50 / p99", f"{s.p50_ms / b.p50_ms:.2f}× / {s.p99_ms / b.p99_ms:.2f}×"),
         Row("errors service / bare", f"{s.errors} of {s.requests:,} / {b.errors} of {b.requests:,}"),
+        Row(
+            "server CPU per request: service (+ Node host) / bare",
+            f"{f.service.cpu_us_per_request:.0f} / {f.bare.cpu_us_per_request:.0f} µs",
+        ),
     ]
 
 
