@@ -15,6 +15,7 @@ from adapters.memory_store import InMemoryStore
 from domain.model import Json, Language, Workspace
 from entrypoints.container import Container, build_container
 from entrypoints.http import create_app
+from tests.e2e.readme_calls import README_RUN, README_SAVE, body_of, data_of
 from tests.fakes import PROGRAMS, ScriptedRuntime
 
 HELLO = 'return "Hello " + name;'  # the original README's function, played by a Python coroutine
@@ -59,30 +60,13 @@ def error_of(response: Any, status: int, kind: str) -> dict[str, Any]:
     return error
 
 
-README_SAVE = """{
-        "functions": {
-            "hello": {
-                "code": "return \\"Hello \\" + name;",
-                "parameters": {
-                    "name": {
-                        "type": "string"
-                    }
-                }
-            }
-        }
-    }"""
-README_RUN = """{
-        "parameters": {
-            "name": "world"
-        }
-    }"""
 JSON_HEADER = {"Content-Type": "application/json"}
 
 
 def test_the_original_readme_curl_calls_work_as_written(client: TestClient) -> None:
-    saved = client.post("/v2/functions/test", content=README_SAVE, headers=JSON_HEADER)
-    assert saved.status_code == 200 and saved.json() == json.loads(README_SAVE)
-    ran = client.post("/v2/functions/test/run/hello", content=README_RUN, headers=JSON_HEADER)
+    saved = client.post("/v2/functions/test", content=body_of(README_SAVE), headers=JSON_HEADER)
+    assert saved.status_code == 200 and saved.json() == data_of(README_SAVE)
+    ran = client.post("/v2/functions/test/run/hello", content=body_of(README_RUN), headers=JSON_HEADER)
     assert ran.status_code == 200
     assert ran.json() == {"result": "Hello world", "logs": [], "duration": ran.json()["duration"]}
     assert isinstance(ran.json()["duration"], int | float)
@@ -176,7 +160,7 @@ def test_a_run_body_of_the_wrong_shape_is_an_invalid_request(client: TestClient,
 
 
 def test_a_parameter_of_the_wrong_type_is_invalid_parameters_naming_it(client: TestClient) -> None:
-    client.post("/v2/functions/test", content=README_SAVE)
+    client.post("/v2/functions/test", content=body_of(README_SAVE))
     error = error_of(
         client.post("/v2/functions/test/run/hello", json={"parameters": {"name": 3}}),
         400,

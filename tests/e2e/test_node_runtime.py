@@ -373,4 +373,12 @@ async def test_fetch_and_its_classes_load_on_first_use(service: Workspaces) -> N
         " return [typeof fetch, h.get('a'), r.status, await r.text(), typeof Request, typeof FormData,"
         " typeof Blob];"
     )
-    assert await result_of(service, code) == ["function", "1", 201, "body", "function", "function", "function"]
+    assert await result_of(service, code) == [
+        "function",
+        "1",
+        201,
+        "body",
+        "function",
+        "function",
+        "function",
+    ]

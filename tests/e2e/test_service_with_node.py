@@ -12,42 +12,16 @@ import httpx
 import pytest
 from ruamel.yaml import YAML
 
+from tests.e2e.readme_calls import README_RUN, README_SAVE, data_of
 from tests.e2e.serving import serving
 
 pytestmark = pytest.mark.node
-
-# The two calls of the original README, character for character; only the port differs.
-README_SAVE = """curl --location 'http://localhost:4000/v2/functions/test' \\
---header 'Content-Type: application/json' \\
---data '{
-    "functions": {
-        "hello": {
-            "code": "return \\"Hello \\" + name;",
-            "parameters": {
-                "name": {
-                    "type": "string"
-                }
-            }
-        }
-    }
-}'"""
-README_RUN = """curl --location 'http://localhost:4000/v2/functions/test/run/hello' \\
---header 'Content-Type: application/json' \\
---data '{
-    "parameters": {
-        "name": "world"
-    }
-}'"""
 
 
 def curl(command: str, url: str) -> Any:
     script = command.replace("http://localhost:4000", url)  # run by a shell, as a user pastes it
     answer = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True, timeout=30)
     return json.loads(answer.stdout)
-
-
-def data_of(command: str) -> Any:
-    return json.loads(command.split("--data '", 1)[1].rstrip("'"))
 
 
 def save(client: httpx.Client, workspace: str, **functions: Any) -> httpx.Response:
