@@ -124,6 +124,7 @@ def workspace_from_body(workspace_id: str, body: Json, converter: Converter = _C
     """Validate a save body; InvalidRequest says which field is wrong and why."""
     if not isinstance(body, dict):
         raise InvalidRequest(f"the workspace body must be a JSON object, got {_json_name(body)}")
+    _check_storable(body, "$")
     if "functions" not in body:
         raise InvalidRequest("'functions' is required: an object of function name -> function")
     if isinstance(body["functions"], dict):
@@ -138,6 +139,25 @@ def workspace_from_body(workspace_id: str, body: Json, converter: Converter = _C
         ]
         raise InvalidRequest("invalid workspace body: " + "; ".join(problems)) from None
     return attrs.evolve(workspace, id=workspace_id)
+
+
+def _check_storable(value: Json, path: str) -> None:
+    """Every string must survive as UTF-8 text (workspace.yaml, index.js): no lone surrogates."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, path)
+            _check_storable(item, f"{path}.{key}" if isinstance(key, str) and key.isidentifier() else path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{path}[{index}]")
+    elif isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest(
+                f"invalid workspace body: a lone surrogate {value[exc.start]!r} @ {path} cannot be stored as "
+                "text; send the character it was meant to be part of"
+            ) from None
 
 
 def body_from_workspace(workspace: Workspace, converter: Converter = _CONVERTER) -> dict[str, Json]:

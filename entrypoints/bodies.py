@@ -79,6 +79,9 @@ async def read_json(request: Request, limit: int, empty: Json = MISSING) -> Json
 
 # One encoder for every answer: json.dumps with options would build a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+# JavaScript strings may hold lone surrogates ('\ud800'), which UTF-8 cannot carry but JSON's \u
+# escapes can: such an answer goes out ASCII-escaped, the text exactly as the function made it.
+_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
 class JsonResponse(Response):
@@ -87,4 +90,8 @@ class JsonResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return _ENCODER.encode(content).encode()
+        text = _ENCODER.encode(content)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            return _ASCII_ENCODER.encode(content).encode()

@@ -341,3 +341,10 @@ def test_with_an_api_key_every_api_route_needs_it(runtime: ScriptedRuntime) -> N
 
 def test_without_an_api_key_no_route_asks_for_one(client: TestClient) -> None:
     assert client.get("/v2/functions").status_code == 200
+
+
+def test_a_save_with_a_lone_surrogate_is_an_invalid_request_saying_where(client: TestClient) -> None:
+    body = b'{"functions": {"a": {"code": "return \'\\ud800\';"}}}'
+    answer = client.post("/v2/functions/s", content=body, headers={"content-type": "application/json"})
+    assert "$.functions.a.code" in error_of(answer, 400, "InvalidRequest")["message"]
+    assert client.get("/v2/functions/s").status_code == 404
