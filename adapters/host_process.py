@@ -12,13 +12,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from domain.errors import Unavailable
+from domain.errors import InvalidRequest, Unavailable
 
 Message = dict[str, Any]
 LINE_LIMIT = 64 * 1024 * 1024  # one reply carries a whole result and its logs
 STDOUT, STDERR = 1, 2
 log = logging.getLogger("functions.hosts")
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # the host's JSON.parse has no NaN
 
 
 class _Lines(asyncio.SubprocessProtocol):
@@ -100,7 +100,11 @@ class HostProcess:
         """Queue one message; ordering on the pipe is the order of calls."""
         if not self.alive or self._stdin is None or self._stdin.is_closing():
             raise Unavailable(f"the {self.name} host is not running: {self.exit_reason or 'stopped'}")
-        self._stdin.write(_encode(message).encode() + b"\n")
+        try:
+            line = _encode(message).encode()
+        except ValueError as exc:  # NaN or infinity from an embedder: refused here, the host stays up
+            raise InvalidRequest(f"the values sent to the {self.name} host are not JSON: {exc}") from None
+        self._stdin.write(line + b"\n")
 
     async def request(self, message: Message, timeout_s: float) -> Message:
         """Send a message carrying a fresh `id` and wait for the reply with that id."""

@@ -348,3 +348,12 @@ def test_a_save_with_a_lone_surrogate_is_an_invalid_request_saying_where(client:
     answer = client.post("/v2/functions/s", content=body, headers={"content-type": "application/json"})
     assert "$.functions.a.code" in error_of(answer, 400, "InvalidRequest")["message"]
     assert client.get("/v2/functions/s").status_code == 404
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1e999"])
+def test_a_number_out_of_range_is_an_invalid_request(client: TestClient, number: bytes) -> None:
+    save(client, f="echo")
+    answer = client.post("/v2/functions/demo/run/f", content=b'{"parameters": {"x": ' + number + b"}}")
+    assert "out of range" in error_of(answer, 400, "InvalidRequest")["message"]
+    body = b'{"functions": {"g": {"code": "echo", "parameters": {"x": {"default": ' + number + b"}}}}}"
+    error_of(client.post("/v2/functions/demo", content=body), 400, "InvalidRequest")

@@ -12,7 +12,7 @@ import pytest
 from adapters.codec import workspace_from_body
 from adapters.memory_store import InMemoryStore
 from adapters.node_runtime import NodeRuntime
-from domain.errors import CompileError, Unavailable
+from domain.errors import CompileError, InvalidRequest, Unavailable
 from domain.model import Json, Language, Outcome, Status
 from domain.usecases import Workspaces
 from tests.contract.test_runtime_contract import node_runtime
@@ -382,3 +382,12 @@ async def test_fetch_and_its_classes_load_on_first_use(service: Workspaces) -> N
         "function",
         "function",
     ]
+
+
+async def test_values_json_cannot_carry_are_refused_before_they_reach_the_host(
+    node: NodeRuntime, service: Workspaces
+) -> None:
+    await save(service, {"f": "return parameters;"})
+    with pytest.raises(InvalidRequest):
+        await service.run("w", "f", {"x": float("nan")})
+    assert (await service.run("w", "f", {"x": 1})).result == {"x": 1} and node.restarts == 0
