@@ -50,6 +50,10 @@ class NodeRuntime:
         idle_timeout_s: float,
         max_old_generation_mb: int,
         builtin_modules: Sequence[str],
+        packages_root: Path | str | None = None,
+        shared_modules_dir: Path | str | None = None,
+        packages_allowed: Sequence[str] | None = None,
+        packages_refused: Sequence[str] = (),
         node_binary: str = "node",
         max_result_bytes: int = 10 * 1024 * 1024,
         restart_backoff_s: tuple[float, float] = (0.1, 5.0),
@@ -59,8 +63,15 @@ class NodeRuntime:
         self.idle_timeout_s = idle_timeout_s
         self.node_binary = node_binary
         self.restart_backoff_s = restart_backoff_s
+        # A workspace's packages live in <packages_root>/<id>/node_modules (None: no packages at all).
+        self.packages_root = Path(packages_root).resolve() if packages_root is not None else None
         self.host_config = {
             "builtins": list(builtin_modules),
+            "sharedModules": str(Path(shared_modules_dir).resolve()) if shared_modules_dir else None,
+            "packages": {
+                "allow": list(packages_allowed) if packages_allowed is not None else None,
+                "deny": list(packages_refused),
+            },
             "maxOldGenerationSizeMb": max_old_generation_mb,
             "maxResultBytes": max_result_bytes,
             "logLimits": {"maxEntries": 1000, "maxBytes": 1024 * 1024},
@@ -176,6 +187,7 @@ class NodeRuntime:
                     "workspace": workspace.id,
                     "revision": workspace.revision,
                     "script": generate_script(workspace),
+                    "folder": str(self.packages_root / workspace.id) if self.packages_root else None,
                 }
             )
             entry = self._loaded[workspace.id] = Loaded(workspace.revision, time.monotonic())

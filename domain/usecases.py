@@ -1,10 +1,12 @@
 """The use cases: what HTTP, the CLI and embedders call. Domain types in and out, ports passed in."""
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 from domain.errors import DomainError, Unavailable
 from domain.model import Json, Language, Outcome, Workspace, check_function_name, check_workspace_id
 from domain.parameters import bind_parameters
+from ports.packages import PackageInstaller
 from ports.runtime import Runtime
 from ports.storage import WorkspaceStore
 
@@ -12,9 +14,15 @@ from ports.storage import WorkspaceStore
 class Workspaces:
     """Save, read, delete, list and run workspaces."""
 
-    def __init__(self, store: WorkspaceStore, runtimes: Mapping[Language, Runtime]) -> None:
+    def __init__(
+        self,
+        store: WorkspaceStore,
+        runtimes: Mapping[Language, Runtime],
+        packages: PackageInstaller | None = None,  # None: no packages are installed (required names fail)
+    ) -> None:
         self._store = store
         self._runtimes = dict(runtimes)
+        self._packages = packages
 
     def runtime(self, language: Language) -> Runtime:
         try:
@@ -27,11 +35,13 @@ class Workspaces:
         return self._runtimes
 
     async def save(self, workspace: Workspace) -> Workspace:
-        """Compile, then store: a compile error leaves the previous version in place."""
+        """Compile, install packages, then store: a compile or dependency error leaves the previous version
+        (and its packages) in place."""
         generated: dict[str, str] = {}
         for language in sorted(workspace.languages()):
             generated.update(await self.runtime(language).prepare(workspace))
-        saved = await self._store.save(workspace, generated)
+        async with self._installing(workspace):  # DependencyError before anything changed
+            saved = await self._store.save(workspace, generated)
         await self._evict(workspace.id)  # the next run loads the new code
         return saved
 
@@ -39,7 +49,9 @@ class Workspaces:
         return await self._store.get(check_workspace_id(workspace_id))
 
     async def delete(self, workspace_id: str) -> None:
-        await self._store.delete(check_workspace_id(workspace_id))
+        check_workspace_id(workspace_id)
+        async with self._removing(workspace_id):  # its packages go with it
+            await self._store.delete(workspace_id)
         await self._evict(workspace_id)
 
     async def list(self) -> list[str]:
@@ -66,6 +78,12 @@ class Workspaces:
             except DomainError as exc:
                 report[workspace_id] = exc.message
         return report
+
+    def _installing(self, workspace: Workspace) -> AbstractAsyncContextManager[None]:
+        return self._packages.installing(workspace) if self._packages else nullcontext()
+
+    def _removing(self, workspace_id: str) -> AbstractAsyncContextManager[None]:
+        return self._packages.removing(workspace_id) if self._packages else nullcontext()
 
     async def _evict(self, workspace_id: str) -> None:
         for runtime in self._runtimes.values():

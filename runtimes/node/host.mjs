@@ -1,5 +1,5 @@
 // The Node host: one process, one worker_thread per workspace, one JSON object per line on stdin/stdout.
-//   service -> host: load {workspace, revision, script} · run {id, workspace, revision, fn, params, timeoutMs}
+//   service -> host: load {workspace, revision, script, folder} · run {id, workspace, revision, fn, params, timeoutMs}
 //                    compile {id, functions: [{name, source}]} · evict {workspace} · shutdown
 //   host -> service: ready {protocol, node} · result {id, status, ...} · compiled {id, errors}
 //                    protocol_error {detail}, then exit 2
@@ -16,6 +16,8 @@ const WORKER_URL = new URL('./worker.mjs', import.meta.url);
 const workerConfig = {
   builtins: config.builtins ?? [],
   maxResultBytes: config.maxResultBytes ?? 10 * 1024 * 1024,
+  sharedModules: config.sharedModules ?? null,
+  packages: config.packages ?? {},
   logLimits: config.logLimits ?? { maxEntries: 1000, maxBytes: 1024 * 1024 },
 };
 const now = () => performance.timeOrigin + performance.now();
@@ -59,7 +61,7 @@ class WorkerHandle {
   adopt(slot) {
     this.slot = slot;
     this.spawnedAt = now();
-    this.worker.postMessage({ type: 'load', script: slot.script });
+    this.worker.postMessage({ type: 'load', script: slot.script, folder: slot.folder });
     return this;
   }
 
@@ -136,8 +138,8 @@ class WorkerHandle {
 }
 
 class Slot {
-  constructor(id, revision, script) {
-    Object.assign(this, { id, revision, script, handle: null });
+  constructor(id, revision, script, folder) {
+    Object.assign(this, { id, revision, script, folder, handle: null });
   }
 
   worker() {
@@ -167,9 +169,9 @@ function compileError(name, err) {
 }
 
 const handlers = {
-  load({ workspace, revision, script }) {
+  load({ workspace, revision, script, folder }) {
     slots.get(workspace)?.handle?.retire();
-    slots.set(workspace, new Slot(workspace, revision, script));
+    slots.set(workspace, new Slot(workspace, revision, script, folder ?? null));
   },
   run({ id, workspace, revision, fn, params, timeoutMs }) {
     const slot = slots.get(workspace);

@@ -5,9 +5,8 @@
 import vm from 'node:vm';
 import util from 'node:util';
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createRequire, isBuiltin } from 'node:module';
+import { makeRequire } from './modules.mjs';
 
-const hostRequire = createRequire(import.meta.url);
 const currentRun = new AsyncLocalStorage();
 const LEVELS = { log: 'log', info: 'info', warn: 'warn', error: 'error', debug: 'debug', trace: 'debug', dir: 'log' };
 
@@ -68,25 +67,6 @@ function makeConsole() {
   return console;
 }
 
-function makeRequire(config, ContextError) {
-  const allowed = new Set(config.builtins);
-  return function require(name) {
-    const id = String(name);
-    const bare = id.startsWith('node:') ? id.slice(5) : id;
-    if (isBuiltin(id)) {
-      if (allowed.has(bare)) return hostRequire(bare);
-      throw new ContextError(
-        `require('${id}') is refused: the Node builtin '${bare}' is not in NODE_BUILTIN_MODULES ` +
-          `(allowed: ${[...allowed].join(', ') || 'none'})`,
-      );
-    }
-    throw new ContextError(
-      `require('${id}') failed: '${id}' is not a Node builtin, and no installed package of this workspace ` +
-        'or shared module has that name',
-    );
-  };
-}
-
 const HOST_GLOBALS = [
   'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'clearImmediate',
   'queueMicrotask', 'structuredClone', 'fetch', 'Headers', 'Request', 'Response', 'FormData', 'Blob',
@@ -135,7 +115,8 @@ function sealHostRealm() {
   }
 }
 
-export function loadWorkspace(script, config) {
+// `folder` holds the workspace's node_modules/ (null: no packages); config.sharedModules the shared ones.
+export function loadWorkspace(script, config, folder) {
   const globals = { ...HOST_VALUES };
   defineOnFirstUse(globals);
   globals.console = makeConsole();
@@ -146,7 +127,7 @@ export function loadWorkspace(script, config) {
       '({ Error, parse: JSON.parse, functions: globalThis.functions })',
     context,
   );
-  context.require = makeRequire(config, inside.Error);
+  context.require = makeRequire({ context, config, folder, ContextError: inside.Error, parse: inside.parse });
   const lines = new vm.Script(script, { filename: 'index.js' }).runInContext(context);
   sealHostRealm();
   return {

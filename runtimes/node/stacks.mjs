@@ -1,6 +1,8 @@
 // Stack traces in the user's terms: frames of the generated index.js become `at fn (fn:line:col)` with the
-// line counted from the start of that function's own code; frames of the service itself are dropped.
-const FRAME = /^(\s*at )(async )?.*?\(?index\.js:(\d+):(\d+)\)?$/;
+// line counted from the start of that function's own code; frames of packages keep their file
+// (node_modules/x/index.js, shared/node_modules/...); frames of the service itself are dropped.
+const FRAME = /^(\s*at )(async )?(?:[^(]*\()?index\.js:(\d+):(\d+)\)?$/;
+const PACKAGE_FRAME = /[( ](shared\/)?node_modules\/[^()]*:\d+:\d+\)?$/;
 
 function locate(line, lines) {
   for (const [name, [start, end]] of Object.entries(lines)) {
@@ -20,6 +22,7 @@ export function mapStack(stack, lines) {
     const match = FRAME.exec(text);
     const where = match && locate(Number(match[3]), lines);
     if (where) out.push(`${match[1]}${match[2] ?? ''}${where.name} (${where.name}:${where.line}:${match[4]})`);
+    else if (PACKAGE_FRAME.test(text)) out.push(text);
   }
   return out.join('\n');
 }

@@ -6,7 +6,7 @@ import { loadWorkspace } from './sandbox.mjs';
 import { toJson, NotSerializable } from './results.mjs';
 import { mapStack } from './stacks.mjs';
 
-const { script, config } = workerData;
+const { script, folder, config } = workerData;
 let sandbox = null;
 let lines = {}; // the script's own table: function name -> [first, last] line of its code
 const now = () => performance.timeOrigin + performance.now();
@@ -71,14 +71,14 @@ async function run({ id, fn, params }) {
 
 // A spare worker starts without a script and gets it in a `load` message, so a workspace's first run
 // does not wait for a thread to boot.
-function load(text) {
-  sandbox = loadWorkspace(text, config);
+function load(text, folder) {
+  sandbox = loadWorkspace(text, config, folder ?? null);
   lines = sandbox.lines;
   parentPort.postMessage({ type: 'ready', at: now() });
 }
 
 parentPort.on('message', (message) => {
-  if (message.type === 'load') return load(message.script);
+  if (message.type === 'load') return load(message.script, message.folder);
   run(message).catch((err) => {
     parentPort.postMessage({
       id: message.id,
@@ -91,4 +91,4 @@ parentPort.on('message', (message) => {
 process.on('uncaughtException', (err) => sandbox?.reportStray('uncaught exception', err));
 process.on('unhandledRejection', (err) => sandbox?.reportStray('unhandled rejection', err));
 
-if (script) load(script);
+if (script) load(script, folder);
