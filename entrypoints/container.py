@@ -10,8 +10,11 @@ from dependency_injector import containers, providers
 from adapters.codec import make_body_converter
 from adapters.fs_store import FileSystemStore
 from adapters.node_runtime import NodeRuntime
+from adapters.npm_installer import NpmInstaller
+from adapters.npm_rules import PackageRules
 from domain.model import Language
 from domain.usecases import Workspaces
+from entrypoints.metrics import Metrics, metered
 from entrypoints.settings import Settings, load_settings
 from ports.runtime import Runtime
 
@@ -33,10 +36,30 @@ class Container(containers.DeclarativeContainer):
                 idle_timeout_s=settings.provided.node_idle_timeout_s,
                 max_old_generation_mb=settings.provided.node_max_old_generation_mb,
                 builtin_modules=settings.provided.node_builtin_modules,
+                packages_root=settings.provided.storage_dir,  # <storage>/<id>/node_modules, as the store's
+                shared_modules_dir=settings.provided.shared_node_modules_dir,
+                packages_allowed=settings.provided.nodejs_packages_whitelist,
+                packages_refused=settings.provided.nodejs_packages_blacklist,
             ),
         }
     )
-    workspaces = providers.Singleton(Workspaces, store=store, runtimes=runtimes)
+    metrics = providers.Singleton(Metrics, workspace_labels=settings.provided.metrics_workspace_labels)
+    # Runs are counted where the language is known: around each runtime.
+    metered_runtimes = providers.Callable(metered, runtimes, metrics)
+    packages = providers.Singleton(
+        NpmInstaller,
+        root=settings.provided.storage_dir,
+        timeout_s=settings.provided.npm_install_timeout_s,
+        rules=providers.Factory(
+            PackageRules,
+            allow=settings.provided.nodejs_packages_whitelist,
+            deny=settings.provided.nodejs_packages_blacklist,
+        ),
+        registry=settings.provided.npm_registry,
+        environment=settings.provided.npm_environment,
+        shared_modules_dir=settings.provided.shared_node_modules_dir,
+    )
+    workspaces = providers.Singleton(Workspaces, store=store, runtimes=metered_runtimes, packages=packages)
     body = providers.Singleton(make_body_converter)
 
 

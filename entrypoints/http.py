@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.codec import body_from_workspace, workspace_from_body
 from domain.errors import (
     CompileError,
     DependencyError,
@@ -25,9 +24,12 @@ from domain.errors import (
 )
 from domain.model import Outcome, Status, check_workspace_id
 from entrypoints.bodies import JsonResponse, PayloadTooLarge, read_json
-from entrypoints.container import Container, build_container, running
+from entrypoints.container import Container, build_container
 from entrypoints.docs import docs_page, openapi_json
-from entrypoints.middleware import ApiKeyMiddleware
+from entrypoints.embed import open_service
+from entrypoints.logs import AccessLog, log_user_output
+from entrypoints.metrics import CONTENT_TYPE as METRICS_TYPE
+from entrypoints.middleware import AccessMiddleware, ApiKeyMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -66,26 +68,36 @@ def error_body(kind: str, message: str, details: Any = ()) -> dict[str, Any]:
     return {"error": {"type": kind, "message": message, **dict(details)}}
 
 
+def error_answer(exc: DomainError) -> tuple[int, dict[str, Any]]:
+    """The status and body of a DomainError (the CLI's local commands answer the same)."""
+    status, kind = next((ERRORS[c] for c in type(exc).__mro__ if c in ERRORS), (500, "InternalError"))
+    return status, error_body(kind, exc.message, exc.details)
+
+
 async def on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
-    status, kind = next((ERRORS[c] for c in type(exc).__mro__ if c in ERRORS), (500, "InternalError"))
-    return JsonResponse(error_body(kind, exc.message, exc.details), status)
+    status, body = error_answer(exc)
+    request.state.outcome = body["error"]["type"]  # for the access log
+    return JsonResponse(body, status)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (unknown route, wrong method) in the service's error shape."""
     assert isinstance(exc, HTTPException)
-    kind = HTTP_KINDS.get(exc.status_code, "HTTPError")
+    kind = request.state.outcome = HTTP_KINDS.get(exc.status_code, "HTTPError")
     message = f"{request.method} {request.url.path}: {exc.detail}"
     return JsonResponse(error_body(kind, message), exc.status_code, exc.headers)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     """A bug of ours: logged with an id that the answer carries, so a report can be matched to it."""
-    request_id = uuid.uuid4().hex
+    # The access middleware's id; this answer bypasses it (ServerErrorMiddleware sits outside), so the
+    # header is set here.
+    request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+    request.state.outcome = "InternalError"
     log.error("unhandled error (request %s)", request_id, exc_info=exc, extra={"request_id": request_id})
     body = error_body("InternalError", "an unexpected error on our side", {"requestId": request_id})
-    return JsonResponse(body, 500)
+    return JsonResponse(body, 500, {"x-request-id": request_id})
 
 
 def server_timing(outcome: Outcome) -> str:
@@ -95,21 +107,30 @@ def server_timing(outcome: Outcome) -> str:
     return ", ".join(timings)
 
 
-def outcome_response(outcome: Outcome) -> Response:
-    worker = "cold" if outcome.cold else "warm"
-    headers = {"server-timing": server_timing(outcome), "x-functions-worker": worker}
+def outcome_answer(outcome: Outcome) -> tuple[int, dict[str, Any]]:
+    """The status and body of a run's outcome (the CLI's local `run` answers the same)."""
     logs = [{"level": e.level, "message": e.message, "timestamp": e.timestamp} for e in outcome.logs]
     if outcome.status is Status.SUCCEEDED:
-        try:
-            body = {"result": outcome.result, "logs": logs, "duration": outcome.duration_ms}
-            return JsonResponse(body, 200, headers)
-        except (ValueError, TypeError):  # NaN, Infinity or a non-JSON object from a runtime
-            outcome = Outcome(Status.NOT_SERIALIZABLE, logs=outcome.logs, duration_ms=outcome.duration_ms)
+        return 200, {"result": outcome.result, "logs": logs, "duration": outcome.duration_ms}
     status, kind = OUTCOMES[outcome.status]
     error = {k: v for k, v in (outcome.error or {}).items() if k not in ("type", "message")}
     message = (outcome.error or {}).get("message") or DEFAULT_MESSAGES[outcome.status]
-    failure = {**error_body(kind, str(message), error), "logs": logs, "duration": outcome.duration_ms}
-    return JsonResponse(failure, status, headers)
+    return status, {**error_body(kind, str(message), error), "logs": logs, "duration": outcome.duration_ms}
+
+
+def not_serializable(outcome: Outcome) -> Outcome:
+    """What a result that JSON cannot hold (NaN, Infinity, a non-JSON object from a runtime) becomes."""
+    return Outcome(Status.NOT_SERIALIZABLE, logs=outcome.logs, duration_ms=outcome.duration_ms)
+
+
+def outcome_response(outcome: Outcome) -> Response:
+    worker = "cold" if outcome.cold else "warm"
+    headers = {"server-timing": server_timing(outcome), "x-functions-worker": worker}
+    status, body = outcome_answer(outcome)
+    try:
+        return JsonResponse(body, status, headers)
+    except (ValueError, TypeError):
+        return JsonResponse(outcome_answer(not_serializable(outcome))[1], 422, headers)
 
 
 async def run_function(request: Request) -> Response:
@@ -117,25 +138,27 @@ async def run_function(request: Request) -> Response:
     body = await read_json(request, state.max_body, empty={})
     if not isinstance(body, dict):
         raise InvalidRequest('the run body must be a JSON object such as {"parameters": {...}}')
-    outcome = await state.workspaces.run(path["workspace"], path["function"], body.get("parameters"))
+    workspace_id, function = path["workspace"], path["function"]
+    outcome = await state.service.run(workspace_id, function, body.get("parameters"))
+    state.outcome = outcome.status.value  # for the access log
+    if outcome.logs:
+        log_user_output(outcome.logs, workspace_id, function, state.request_id)
     return outcome_response(outcome)
 
 
 async def save_workspace(request: Request) -> Response:
     state = request.state
     workspace_id = check_workspace_id(request.path_params["workspace"])  # before reading any body
-    workspace = workspace_from_body(workspace_id, await read_json(request, state.max_body), state.body)
-    saved = await state.workspaces.save(workspace)
-    return JsonResponse(body_from_workspace(saved, state.body))
+    saved = await state.service.save(workspace_id, await read_json(request, state.max_body))
+    return JsonResponse(saved)
 
 
 async def get_workspace(request: Request) -> Response:
-    workspace = await request.state.workspaces.get(request.path_params["workspace"])
-    return JsonResponse(body_from_workspace(workspace, request.state.body))
+    return JsonResponse(await request.state.service.get(request.path_params["workspace"]))
 
 
 async def delete_workspace(request: Request) -> Response:
-    await request.state.workspaces.delete(request.path_params["workspace"])
+    await request.state.service.delete(request.path_params["workspace"])
     return Response(status_code=204)
 
 
@@ -153,13 +176,15 @@ async def workspace(request: Request) -> Response:
 
 
 async def list_workspaces(request: Request) -> Response:
-    return JsonResponse({"workspaces": await request.state.workspaces.list()})
+    return JsonResponse({"workspaces": await request.state.service.list()})
 
 
 async def healthcheck(request: Request) -> Response:
-    runtimes = {lang.value: dict(rt.health()) for lang, rt in request.state.workspaces.runtimes.items()}
-    healthy = all(health.get("status") == "ok" for health in runtimes.values())
-    return JsonResponse({"status": "ok" if healthy else "degraded", "runtimes": runtimes})
+    return JsonResponse(request.state.service.health())
+
+
+async def metrics(request: Request) -> Response:
+    return Response(request.state.service.metrics.render(), headers={"content-type": METRICS_TYPE})
 
 
 async def openapi(request: Request) -> Response:
@@ -177,6 +202,7 @@ ROUTES = [
     Route("/v2/functions/{workspace}", workspace, methods=["GET", "POST", "DELETE"]),
     Route("/v2/functions/{workspace}/run/{function}", run_function, methods=["POST"]),
     Route("/sys/healthcheck", healthcheck, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),
 ]
@@ -188,11 +214,14 @@ def create_app(container: Container | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with running(services) as workspaces:  # the same code path embedders use
+        async with open_service(container=services) as service:  # the same object embedders use
+            app.state.service = service  # for `functions serve` to stop it gracefully on SIGTERM
             max_body = services.settings().request_max_size
-            yield {"workspaces": workspaces, "body": services.body(), "max_body": max_body}
+            yield {"service": service, "workspaces": service.workspaces, "max_body": max_body}
 
     handlers = {DomainError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected}
     api_key = services.settings().api_key
-    middleware = [Middleware(ApiKeyMiddleware, key=api_key)] if api_key else []
+    middleware = [Middleware(AccessMiddleware, metrics=services.metrics(), access_log=AccessLog())]
+    if api_key:
+        middleware.append(Middleware(ApiKeyMiddleware, key=api_key))  # inside: a 401 is logged too
     return Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)

@@ -141,9 +141,11 @@ SCHEMAS: Doc = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "runtimes"],
+        "required": ["status", "ready", "state", "runtimes"],
         "properties": {
             "status": {"enum": ["ok", "degraded"]},
+            "ready": {"type": "boolean", "description": "whether runs are taken (else they answer 503)"},
+            "state": {"enum": ["starting", "ready", "stopping", "stopped"]},
             "runtimes": {
                 "type": "object",
                 "description": "language -> that runtime's state",
@@ -262,6 +264,10 @@ def paths() -> Doc:
         "/v2/functions/{workspace}": workspace_ops(),
         "/v2/functions/{workspace}/run/{function}": run_op(),
         "/sys/healthcheck": plain_get("Liveness and each runtime's state", {"200": answer("ok", "Health")}),
+        "/metrics": plain_get(
+            "Prometheus metrics (text format 0.0.4), open like the healthcheck",
+            {"200": {"description": "text/plain; version=0.0.4"}},
+        ),
         "/openapi.json": plain_get("This document", {"200": {"description": "OpenAPI 3.1 JSON"}}),
         "/docs": plain_get("A page to read this document", {"200": {"description": "HTML"}}),
     }

@@ -60,9 +60,14 @@ class Settings:
     nodejs_packages_whitelist: tuple[str, ...] | None = None  # None: every package allowed
     nodejs_packages_blacklist: tuple[str, ...] = ()
     shared_node_modules_dir: Path | None = None
+    npm_install_timeout_s: int = 300
+    # What npm sees of the environment (npm_environment()): passed through, not a setting, so not compared.
+    npm_environment: tuple[tuple[str, str], ...] = field(default=(), eq=False)
     api_key: str | None = None
     log_level: str = "info"
     log_format: str = "json"
+    metrics_workspace_labels: bool = True  # off: runs counted by language and outcome only
+    shutdown_grace_s: int = 25  # the 20 s default run timeout fits, under Kubernetes' 30 s stop grace
 
 
 # Parsers take the raw text and raise ValueError("expected ...") when it does not fit.
@@ -197,9 +202,12 @@ VARIABLES: tuple[tuple[tuple[str, ...], str, Parser], ...] = (
     (("NODEJS_PACKAGES_WHITELIST_IMPORT",), "nodejs_packages_whitelist", optional(NPM_PACKAGES)),
     (("NODEJS_PACKAGES_BLACKLIST_IMPORT",), "nodejs_packages_blacklist", NPM_PACKAGES),
     (("SHARED_NODE_MODULES_DIRECTORY",), "shared_node_modules_dir", optional(path)),
+    (("NPM_INSTALL_TIMEOUT",), "npm_install_timeout_s", integer(1, unit=" of seconds")),
     (("FUNCTIONS_API_KEY",), "api_key", optional(text)),
     (("LOG_LEVEL",), "log_level", choice(*LOG_LEVELS)),
     (("LOG_FORMAT",), "log_format", choice(*LOG_FORMATS)),
+    (("METRICS_WORKSPACE_LABELS",), "metrics_workspace_labels", boolean),
+    (("SHUTDOWN_GRACE_PERIOD",), "shutdown_grace_s", integer(0, unit=" of seconds")),
 )
 
 
@@ -214,7 +222,22 @@ def load_settings(environ: Mapping[str, str] | None = None, *, tty: bool | None 
         name = next((n for n in names_ if n in environ), None)
         if name is not None:
             values[field_name] = _parse(name, environ[name], parse)
+    values["npm_environment"] = npm_environment(environ)
     return Settings(**values)
+
+
+# Besides npm's own settings (npm_config_*, which may carry a private registry's token), npm sees only what
+# finds programs, proxies and certificates: never the service's secrets such as FUNCTIONS_API_KEY.
+NPM_PASSTHROUGH = frozenset(
+    "PATH HOME LANG TMPDIR HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy "
+    "NODE_EXTRA_CA_CERTS SSL_CERT_FILE SSL_CERT_DIR".split()
+)
+
+
+def npm_environment(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The variables the npm of dependency installs runs with."""
+    passed = (k for k in environ if k in NPM_PASSTHROUGH or k.lower().startswith("npm_config_"))
+    return tuple(sorted((k, environ[k]) for k in passed))
 
 
 def _parse(name: str, raw: str, parse: Parser) -> Any:

@@ -36,13 +36,20 @@ def get_json(url: str, deadline: float) -> object:
 @contextmanager
 def serving(storage: Path, **environ: str) -> Iterator[str]:
     """A running service on a free port, storing under `storage`; yields its base URL, stops it after."""
+    with serving_process(storage, **environ) as (url, _server):
+        yield url
+
+
+@contextmanager
+def serving_process(storage: Path, **environ: str) -> Iterator[tuple[str, "subprocess.Popen[str]"]]:
+    """As `serving`, also yielding the process (to signal it); it must end with status 0, no traceback."""
     port = free_port()
     env = {**os.environ, "PORT": str(port), "FUNCTIONS_STORAGE_FILESYSTEM_DIRPATH": str(storage), **environ}
     server = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         get_json(f"{url}/sys/healthcheck", time.monotonic() + 20)
-        yield url
+        yield url, server
     finally:
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=20)
