@@ -1,14 +1,56 @@
 """PythonRuntime: a pool of kernel processes (runtimes/python/kernel.py), a subinterpreter per workspace.
 
-(Placeholder with the real constructor while the adapter is being written.)
+The service keeps the policy here: which kernel holds a workspace (it sticks to one while resident;
+new ones go to the least loaded), LRU and idle eviction, timeouts (a subinterpreter cannot be
+interrupted, so a run over its timeout costs its kernel, replaced by a booted spare), and which
+workspaces need a kernel of their own (packages with native code run in a main interpreter).
 """
 
+import asyncio
+import json
+import logging
 import sys
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
-from domain.errors import Unavailable
-from domain.model import Json, Language, Outcome, Workspace
+from attrs import define, field
+
+from adapters.host_process import HostProcess, Message
+from adapters.python_packages import install_packages, installed_modules
+from adapters.python_script import function_specs, generate_main, imported_modules
+from domain.errors import CompileError, Unavailable
+from domain.model import Json, Language, LogEntry, Outcome, Status, Workspace
+
+KERNEL_SCRIPT = Path(__file__).resolve().parent.parent / "runtimes" / "python" / "kernel.py"
+REFUSED_MODULES = ("logging.config",)  # dictConfig imports whatever callable its dict names
+log = logging.getLogger("functions.python")
+
+
+@define(eq=False)
+class Kernel:
+    """One kernel process and the workspaces it holds."""
+
+    host: HostProcess
+    dedicated: bool = False
+    resident: set[str] = field(factory=set)
+
+    @property
+    def alive(self) -> bool:
+        return self.host.alive
+
+
+@define
+class Loaded:
+    """A workspace loaded in a kernel, and how it is being used."""
+
+    revision: str
+    kernel: Kernel
+    last_used: float
+    in_flight: int = 0
 
 
 class PythonRuntime:
@@ -28,23 +70,328 @@ class PythonRuntime:
         max_workspaces: int = 500,
         idle_timeout_s: float = 3600.0,
         python_binary: str = sys.executable,
+        packages_auto_install: Sequence[str] = (),
+        pip_options: Sequence[str] = (),
+        max_result_bytes: int = 10 * 1024 * 1024,
+        restart_backoff_s: tuple[float, float] = (0.1, 5.0),
     ) -> None:
         self.timeout_ms = timeout_ms
+        self.pool_size = max(1, pool_size)
+        self.max_memory_mb = max_memory_mb
+        self.max_workspaces = max_workspaces
+        self.idle_timeout_s = idle_timeout_s
+        self.python_binary = python_binary
+        self.packages_dir = Path(packages_dir).resolve() if packages_dir is not None else None
+        self.packages_auto_install = list(packages_auto_install)
+        self.pip_options = list(pip_options)
+        self.builtin_modules = list(builtin_modules)
+        self.packages_whitelist = list(packages_whitelist)
+        self.max_result_bytes = max_result_bytes
+        self.restart_backoff_s = restart_backoff_s
+        self.restarts = 0
+        self._pool: list[Kernel] = []
+        self._spare: Kernel | None = None
+        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
+        self._main_only: set[str] = set()  # workspaces that need a main interpreter (a kernel of their own)
+        self._native: dict[str, bool] = {}  # module -> ships native code (asked once per module)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._state, self._error, self._python = "starting", "", ""
+        self._closing = False
+
+    # -- the port ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        pass
+        """Install PYTHON_PACKAGES_AUTO_INSTALL (a failure stops start-up), then boot the kernels."""
+        if self.packages_auto_install:
+            assert self.packages_dir is not None, "PYTHON_PACKAGES_AUTO_INSTALL needs PYTHON_PACKAGES_DIR"
+            await install_packages(
+                self.python_binary, self.packages_dir, self.packages_auto_install, self.pip_options
+            )
+        if self.packages_dir is not None and self.packages_dir.is_dir():
+            self.packages_whitelist += sorted(
+                installed_modules(self.packages_dir) - set(self.packages_whitelist)
+            )
+        try:
+            kernels = await asyncio.gather(*(self._launch() for _ in range(self.pool_size + 1)))
+        except Unavailable as exc:
+            self._state, self._error = "unavailable", exc.message
+            log.error("python runtime unavailable: %s", exc.message)
+            return
+        self._pool, self._spare = kernels[:-1], kernels[-1]
+        self._state = "ok"
+        for kernel in kernels:
+            self._spawn(self._replace_when_dead(kernel))
+        self._spawn(self._evict_idle_forever())
 
     async def prepare(self, workspace: Workspace) -> Mapping[str, str]:
-        raise Unavailable("the python runtime is not built yet")
+        specs = function_specs(workspace)
+        if not specs:
+            return {}
+        reply = await self._any_kernel().host.request({"type": "compile", "functions": specs}, timeout_s=30.0)
+        if errors := reply.get("errors"):
+            first = errors[0]
+            raise CompileError(
+                f"function {first['function']!r} does not compile: {first['message']} "
+                f"(line {first['line']}, column {first['column']})",
+                function=first["function"],
+                line=first["line"],
+                column=first["column"],
+                errors=errors,
+            )
+        return {"main.py": generate_main(workspace)}
 
     async def run(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Outcome:
-        raise Unavailable("the python runtime is not built yet")
+        for _attempt in range(
+            3
+        ):  # again only if the kernel lost the workspace or it needs a main interpreter
+            reply = await self._run_once(workspace, function, params)
+            if reply["status"] == "needs_main":
+                self._main_only.add(workspace.id)
+                await self.evict(workspace.id)
+            elif reply["status"] == "not_loaded":
+                self._forget(workspace.id)
+            else:
+                if (
+                    reply["status"] == Status.RESOURCE_LIMIT
+                ):  # give the memory back: a fresh interpreter next time
+                    await self.evict(workspace.id)
+                return self._outcome(reply)
+        raise Unavailable(f"the python runtime could not load workspace {workspace.id!r}")
 
     async def evict(self, workspace_id: str) -> None:
-        pass
+        self._evict_now(workspace_id)
 
     def health(self) -> Mapping[str, Json]:
-        return {"status": "unavailable"}
+        report: dict[str, Json] = {
+            "status": self._state,
+            "workers": len(self._loaded),
+            "kernels": len({e.kernel for e in self._loaded.values() if e.kernel.alive} | set(self._pool)),
+            "restarts": self.restarts,
+        }
+        if self._python:
+            report["python"] = self._python
+        if self._error:
+            report["error"] = self._error
+        return report
 
     async def aclose(self) -> None:
-        pass
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        kernels = {*self._pool, *(e.kernel for e in self._loaded.values())}
+        if self._spare is not None:
+            kernels.add(self._spare)
+        await asyncio.gather(*(k.host.close() for k in kernels), return_exceptions=True)
+        self._state = "stopped"
+
+    @property
+    def kernel_pids(self) -> list[int]:
+        return [pid for k in self._pool if (pid := k.host.pid) is not None]
+
+    def kernel_of(self, workspace_id: str) -> int | None:
+        entry = self._loaded.get(workspace_id)
+        return entry.kernel.host.pid if entry else None
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    async def _run_once(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Message:
+        entry = await self._ensure_loaded(workspace)
+        message = {"type": "run", "workspace": workspace.id, "revision": workspace.revision, "fn": function}
+        entry.in_flight += 1
+        try:
+            async with asyncio.timeout(self.timeout_ms / 1000):
+                return await entry.kernel.host.request({**message, "params": params}, timeout_s=3600.0)
+        except TimeoutError:
+            # The run cannot be stopped inside its interpreter: the kernel goes, the spare takes its place.
+            await entry.kernel.host.kill(f"a run of workspace {workspace.id!r} went over its timeout")
+            return {
+                "status": "timed_out",
+                "durationMs": float(self.timeout_ms),
+                "error": self._timeout_error(),
+            }
+        finally:
+            entry.in_flight -= 1
+            entry.last_used = time.monotonic()
+
+    def _timeout_error(self) -> dict[str, str]:
+        return {
+            "name": "TimeoutError",
+            "message": f"the function ran longer than {self.timeout_ms} ms (PYTHON_FUNCTIONS_RUN_TIMEOUT)",
+        }
+
+    async def _ensure_loaded(self, workspace: Workspace) -> Loaded:
+        entry = self._loaded.get(workspace.id)
+        if entry is not None and entry.revision == workspace.revision and entry.kernel.alive:
+            self._loaded.move_to_end(workspace.id)
+            return entry
+        if entry is not None:
+            await self.evict(workspace.id)
+        kernel = await self._kernel_for(workspace)
+        load = {"type": "load", "workspace": workspace.id, "revision": workspace.revision}
+        kernel.host.send({**load, "functions": function_specs(workspace)})
+        kernel.resident.add(workspace.id)
+        entry = self._loaded[workspace.id] = Loaded(workspace.revision, kernel, time.monotonic())
+        self._evict_least_recently_used(keep=workspace.id)
+        return entry
+
+    async def _kernel_for(self, workspace: Workspace) -> Kernel:
+        if workspace.id in self._main_only or await self._uses_native_code(workspace):
+            return await self._launch(dedicated=True)
+        live = [k for k in self._pool if k.alive]
+        if not live:
+            raise Unavailable(f"the python runtime is {self._state}: {self._error or 'no kernel is running'}")
+        return min(live, key=lambda k: len(k.resident))
+
+    async def _uses_native_code(self, workspace: Workspace) -> bool:
+        """Packages with compiled extensions may not load in a subinterpreter: give them a main one."""
+        packages = {m for m in imported_modules(workspace) if m in self.packages_whitelist}
+        unknown = sorted(packages - set(self._native))
+        if unknown:
+            reply = await self._any_kernel().host.request(
+                {"type": "inspect", "modules": unknown}, timeout_s=30.0
+            )
+            self._native.update({m: m in reply.get("native", ()) for m in unknown})
+        return any(self._native[m] for m in packages)
+
+    def _outcome(self, reply: Message) -> Outcome:
+        host = reply.get("host") or {}
+        duration = float(reply.get("durationMs", 0.0))
+        timings = {"run": duration}
+        if "startedAt" in reply and "receivedAt" in host:
+            timings["queue"] = max(0.0, reply["startedAt"] - host["receivedAt"] - host.get("coldMs", 0.0))
+        if host.get("cold"):
+            timings["cold"] = host.get("coldMs", 0.0)
+        return Outcome(
+            Status(reply["status"]),
+            result=reply.get("result"),
+            logs=[LogEntry(e["level"], e["message"], e["timestamp"]) for e in reply.get("logs", ())],
+            duration_ms=duration,
+            error=reply.get("error"),
+            cold=bool(host.get("cold")),
+            timings=timings,
+        )
+
+    # -- residency --------------------------------------------------------------------------------
+
+    def _forget(self, workspace_id: str) -> Loaded | None:
+        entry = self._loaded.pop(workspace_id, None)
+        if entry is not None:
+            entry.kernel.resident.discard(workspace_id)
+        return entry
+
+    def _evict_least_recently_used(self, keep: str) -> None:
+        over = len(self._loaded) - self.max_workspaces
+        for workspace_id in list(self._loaded):
+            if over <= 0:
+                return
+            if workspace_id != keep and self._loaded[workspace_id].in_flight == 0:
+                self._evict_now(workspace_id)
+                over -= 1
+
+    def _evict_now(self, workspace_id: str) -> None:
+        entry = self._forget(workspace_id)
+        if entry is None or not entry.kernel.alive:
+            return
+        if entry.kernel.dedicated:
+            self._spawn(entry.kernel.host.close())
+        else:
+            entry.kernel.host.send({"type": "evict", "workspace": workspace_id})
+
+    async def _evict_idle_forever(self) -> None:
+        interval = min(max(self.idle_timeout_s / 4, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            deadline = time.monotonic() - self.idle_timeout_s
+            for workspace_id, entry in list(self._loaded.items()):
+                if entry.in_flight == 0 and entry.last_used < deadline:
+                    self._evict_now(workspace_id)
+
+    # -- kernel processes -------------------------------------------------------------------------
+
+    def _kernel_config(self, dedicated: bool) -> str:
+        path = [str(self.packages_dir)] if self.packages_dir is not None else []
+        if self.python_binary != sys.executable:  # another Python: lend it the backport (pure Python)
+            spec = find_spec("backports.interpreters")
+            if spec is not None and spec.origin:
+                path.append(str(Path(spec.origin).parent.parent.parent))
+        sandbox = {
+            "builtins": self.builtin_modules,
+            "packages": self.packages_whitelist,
+            "refusedModules": list(REFUSED_MODULES),
+            "path": path,
+            "maxEntries": 1000,
+            "maxBytes": 1024 * 1024,
+            "maxResultBytes": self.max_result_bytes,
+        }
+        config = {"mode": "main" if dedicated else "pool", "maxMemoryMb": self.max_memory_mb, "path": path}
+        return json.dumps({**config, "sandbox": sandbox})
+
+    async def _launch(self, dedicated: bool = False) -> Kernel:
+        env = {
+            "OPENBLAS_NUM_THREADS": "1",  # one run, one thread: native pools would multiply memory
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB of address space per arena, against RLIMIT_AS
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LANG": "C.UTF-8",
+        }
+        argv = [self.python_binary, "-I", str(KERNEL_SCRIPT), self._kernel_config(dedicated)]
+        host = HostProcess(argv, name="python", env=env)
+        try:
+            ready = await host.start(ready_timeout_s=30.0)
+        except asyncio.CancelledError:  # closing while a spare boots: no orphan kernel
+            await asyncio.shield(host.kill())
+            raise
+        self._python = str(ready.get("python", ""))
+        return Kernel(host, dedicated=dedicated)
+
+    def _any_kernel(self) -> Kernel:
+        for kernel in self._pool:
+            if kernel.alive:
+                return kernel
+        raise Unavailable(f"the python runtime is {self._state}: {self._error or 'no kernel is running'}")
+
+    async def _replace_when_dead(self, kernel: Kernel) -> None:
+        await kernel.host.wait_closed()
+        if self._closing:
+            return
+        for workspace_id in list(
+            kernel.resident
+        ):  # reloaded elsewhere on their next run; their cache is gone
+            self._forget(workspace_id)
+        if kernel is self._spare:
+            self._spare = None
+        elif kernel in self._pool:
+            index = self._pool.index(kernel)
+            spare, self._spare = self._spare, None
+            if spare is not None and spare.alive:
+                self._pool[index] = spare
+                self.restarts += 1
+            else:
+                self._pool[index] = await self._relaunch()
+                self._spawn(self._replace_when_dead(self._pool[index]))
+        await self._refill_spare()
+
+    async def _relaunch(self) -> Kernel:
+        delay, ceiling = self.restart_backoff_s
+        while True:
+            try:
+                kernel = await self._launch()
+                self.restarts += 1
+                return kernel
+            except Unavailable as exc:
+                self._error = exc.message
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, ceiling)
+
+    async def _refill_spare(self) -> None:
+        if self._spare is None and not self._closing:
+            self._spare = await self._relaunch()
+            self.restarts -= 1  # booting a spare is not a restart
+            self._spawn(self._replace_when_dead(self._spare))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,249 @@
+"""A Python kernel: NDJSON on stdin/stdout, one interpreter per resident workspace, one thread per run.
+
+Started by the service as `python kernel.py '<json config>'`. In `pool` mode each workspace gets a
+subinterpreter (PEP 734: `concurrent.interpreters`, or `backports.interpreters` before 3.14); in
+`main` mode the kernel holds a single workspace in its own main interpreter (for packages such as
+numpy that cannot load in a subinterpreter). Imports only the standard library (and the backport).
+Runs of one workspace take turns (an interpreter runs one call at a time); runs of different
+workspaces go on in parallel threads. The kernel never stops a run: the service replaces the whole
+process when a run overstays its timeout, since a subinterpreter cannot be interrupted.
+"""
+
+import contextlib
+import importlib.util
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+interpreters: Any = None  # concurrent.interpreters or its backport, imported by main()
+SANDBOX = (Path(__file__).resolve().parent / "sandbox.py").read_text()
+PROTOCOL = 1
+_write_lock = threading.Lock()
+_out = os.fdopen(os.dup(1), "wb", buffering=0)
+os.dup2(2, 1)  # a stray write to fd 1 (C code, a careless print) must not corrupt the protocol
+
+
+def send(message: dict[str, Any] | str) -> None:
+    line = (message if isinstance(message, str) else json.dumps(message)).encode() + b"\n"
+    with _write_lock:
+        _out.write(line)
+
+
+def _enter(op: str, text: str) -> str:  # runs inside a subinterpreter, where ENTRY is the sandbox's
+    return ENTRY[op](text)  # type: ignore[name-defined,no-any-return]  # noqa: F821
+
+
+class SubInterpreter:
+    """A subinterpreter holding the sandbox; `call` enters it on the calling thread."""
+
+    def __init__(self, config: str) -> None:
+        self.interp = interpreters.create()
+        self.interp.exec(SANDBOX)
+        self.call("configure", config)
+
+    def call(self, op: str, text: str) -> str:
+        return self.interp.call(_enter, op, text)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.interp.close()
+
+
+class MainInterpreter:
+    """The kernel's own interpreter, for a dedicated kernel: the sandbox as a module of its own."""
+
+    def __init__(self, config: str) -> None:
+        self.namespace: dict[str, Any] = {"__name__": "sandbox"}
+        exec(compile(SANDBOX, "sandbox.py", "exec"), self.namespace)
+        self.call("configure", config)
+
+    def call(self, op: str, text: str) -> str:
+        return self.namespace["ENTRY"][op](text)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        pass
+
+
+class Slot:
+    """A resident workspace: its load request and, once booted, its interpreter."""
+
+    def __init__(self, workspace: str, revision: str, load: str) -> None:
+        self.workspace, self.revision, self.load = workspace, revision, load
+        self.interpreter: SubInterpreter | MainInterpreter | None = None
+        self.lock = threading.Lock()  # an interpreter runs one call at a time
+
+    def boot(self, kernel: "Kernel") -> None:
+        interpreter = kernel.new_interpreter()
+        interpreter.call("load", self.load)
+        self.interpreter = interpreter
+
+    def retire(self) -> None:
+        def close() -> None:
+            with self.lock:  # after the run in progress, if any
+                if self.interpreter is not None:
+                    self.interpreter.close()
+                    self.interpreter = None
+
+        threading.Thread(target=close, daemon=True).start()
+
+
+class Kernel:
+    """The resident workspaces of this process, and one booted spare interpreter."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.mode = config["mode"]
+        self.sandbox_config = json.dumps(config["sandbox"])
+        self.slots: dict[str, Slot] = {}
+        self.spare: SubInterpreter | None = None
+        self.spare_lock = threading.Lock()
+        self.checker: dict[str, Any] = {"__name__": "checker"}
+        exec(compile(SANDBOX, "sandbox.py", "exec"), self.checker)  # compile checks, no configure
+        if self.mode == "pool":
+            self.refill()
+
+    def new_interpreter(self) -> SubInterpreter | MainInterpreter:
+        if self.mode == "main":
+            return MainInterpreter(self.sandbox_config)
+        with self.spare_lock:
+            spare, self.spare = self.spare, None
+        self.refill()
+        return spare or SubInterpreter(self.sandbox_config)
+
+    def refill(self) -> None:
+        def boot() -> None:
+            interpreter = SubInterpreter(self.sandbox_config)
+            with self.spare_lock:
+                if self.spare is None:
+                    self.spare = interpreter
+                    return
+            interpreter.close()
+
+        threading.Thread(target=boot, daemon=True).start()
+
+    # -- messages ---------------------------------------------------------------------------------
+
+    def on_load(self, message: dict[str, Any]) -> None:
+        old = self.slots.get(message["workspace"])
+        if old is not None:
+            old.retire()
+        self.slots[message["workspace"]] = Slot(
+            message["workspace"], message["revision"], json.dumps(message)
+        )
+
+    def on_run(self, message: dict[str, Any]) -> None:
+        received = time.monotonic() * 1000
+        slot = self.slots.get(message["workspace"])
+        if slot is None or slot.revision != message["revision"]:
+            send({"type": "result", "id": message["id"], "status": "not_loaded"})
+            return
+        threading.Thread(target=self.run, args=(slot, message, received), daemon=True).start()
+
+    def run(self, slot: Slot, message: dict[str, Any], received: float) -> None:
+        with slot.lock:
+            cold = slot.interpreter is None
+            try:
+                if slot.interpreter is None:
+                    slot.boot(self)
+                started = time.monotonic() * 1000
+                assert slot.interpreter is not None
+                text = slot.interpreter.call(
+                    "run", json.dumps({"fn": message["fn"], "params": message["params"]})
+                )
+            except MemoryError:
+                text, started = json.dumps({"status": "resource_limit", "error": memory_error()}), received
+            except Exception as exc:  # the interpreter could not start or load: a failed run
+                text, started = json.dumps({"status": "failed", "error": kernel_error(exc)}), received
+        host = {"receivedAt": received, "cold": cold, "coldMs": started - received if cold else 0.0}
+        send(
+            f'{{"type":"result","id":{message["id"]},"startedAt":{started},"host":{json.dumps(host)},{text[1:]}'
+        )
+
+    def on_evict(self, message: dict[str, Any]) -> None:
+        slot = self.slots.pop(message["workspace"], None)
+        if slot is not None:
+            slot.retire()
+
+    def on_compile(self, message: dict[str, Any]) -> None:
+        send({"type": "compiled", "id": message["id"], **self.checker["check"](message)})
+
+    def on_inspect(self, message: dict[str, Any]) -> None:
+        send(
+            {"type": "inspected", "id": message["id"], "native": [m for m in message["modules"] if native(m)]}
+        )
+
+    def on_shutdown(self, message: dict[str, Any]) -> None:
+        os._exit(0)  # threads stuck in user code would keep an orderly exit waiting
+
+
+def memory_error() -> dict[str, str]:
+    return {"name": "MemoryError", "message": "the run went over the kernel's memory limit"}
+
+
+def kernel_error(exc: BaseException) -> dict[str, str]:
+    return {
+        "name": type(exc).__name__,
+        "message": str(exc).strip().splitlines()[-1] if str(exc).strip() else "",
+    }
+
+
+def native(module: str) -> bool:
+    """Whether an installed package ships compiled extensions (which may not load in a subinterpreter)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or module in sys.stdlib_module_names:
+        return False
+    origins = [spec.origin or ""]
+    for folder in spec.submodule_search_locations or ():
+        for _root, _dirs, files in os.walk(folder):
+            origins.extend(files)
+    return any(name.endswith((".so", ".pyd")) for name in origins)
+
+
+def limit_resources(max_memory_mb: int) -> None:
+    size = max_memory_mb * 1024 * 1024
+    for limit in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+        resource.setrlimit(limit, (size, size))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+
+def main() -> None:
+    global interpreters
+    config = json.loads(sys.argv[1])
+    for folder in reversed(config.get("path", [])):
+        sys.path.insert(0, folder)
+    if config["mode"] == "pool":
+        name = "concurrent.interpreters" if sys.version_info >= (3, 14) else "backports.interpreters"
+        interpreters = importlib.import_module(name)
+    threading.stack_size(4 * 1024 * 1024)  # address space counts against RLIMIT_AS: not 8 MiB a thread
+    limit_resources(config["maxMemoryMb"])
+    kernel = Kernel(config)
+    handlers = {
+        "load": kernel.on_load,
+        "run": kernel.on_run,
+        "evict": kernel.on_evict,
+        "compile": kernel.on_compile,
+        "inspect": kernel.on_inspect,
+        "shutdown": kernel.on_shutdown,
+    }
+    send({"type": "ready", "protocol": PROTOCOL, "python": sys.version.split()[0], "pid": os.getpid()})
+    for line in sys.stdin.buffer:
+        try:
+            message = json.loads(line)
+            handler = handlers[message["type"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            send({"type": "protocol_error", "detail": f"{type(exc).__name__}: {exc}"})
+            os._exit(2)
+        handler(message)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,536 @@
+"""What runs inside one interpreter: a workspace's subinterpreter, or a dedicated kernel's main interpreter.
+
+The kernel executes this file's source in a fresh interpreter and reaches it through `ENTRY` (one
+JSON text in, one JSON text out), so nothing but strings crosses between interpreters. It imports
+only the standard library. User code gets its own globals with restricted builtins: a guarded
+`__import__`, read-only views of allowed modules, and no `open`, `eval`, `exec`, `compile`, `vars`.
+"""
+
+import ast
+import asyncio
+import base64
+import builtins
+import contextvars
+import datetime
+import decimal
+import json
+import linecache
+import logging
+import operator
+import sys
+import threading
+import time
+import traceback
+import types
+from typing import Any
+
+# Dunder attributes user code may name: the ones ordinary classes need. Everything else that starts
+# and ends with `__` leads towards interpreter internals (__class__, __subclasses__, __globals__, ...).
+ALLOWED_DUNDERS = frozenset(
+    "__name__ __qualname__ __doc__ __init__ __post_init__ __len__ __iter__ __next__ __enter__ __exit__ "
+    "__aenter__ __aexit__ __getitem__ __setitem__ __delitem__ __contains__ __str__ __repr__ __eq__ "
+    "__ne__ __lt__ __le__ __gt__ __ge__ __hash__ __bool__ __call__ __add__ __sub__ __mul__ __truediv__ "
+    "__floordiv__ __mod__ __pow__ __neg__ __abs__ __version__ __all__ __slots__ __module__".split()
+)
+# Attributes of frames, tracebacks, generators and code objects: the introspection routes.
+REFUSED_ATTRIBUTES = frozenset(
+    "f_globals f_locals f_builtins f_back f_code f_trace tb_frame tb_next gi_frame gi_code cr_frame "
+    "cr_code ag_frame ag_code co_code mro".split()
+)
+REFUSED_NAMES = frozenset({"__builtins__", "__loader__", "__spec__"})
+REMOVED_BUILTINS = (
+    "open eval exec compile vars globals input breakpoint help exit quit copyright credits license".split()
+)
+MODULE_ATTRIBUTES = frozenset({"__name__", "__doc__", "__version__", "__all__"})
+LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"}
+CONFIG: dict[str, Any] = {
+    "builtins": [],
+    "packages": [],
+    "refusedModules": ["logging.config"],  # dictConfig imports any callable named in its dict
+    "maxEntries": 1000,
+    "maxBytes": 1 << 20,
+    "maxResultBytes": 10 << 20,
+}
+_current: contextvars.ContextVar["Capture | None"] = contextvars.ContextVar("capture", default=None)
+
+
+# -- compiling ---------------------------------------------------------------------------------------
+
+
+def refusal(node: ast.AST) -> str | None:
+    """Why a node of user code is refused at save, or None."""
+    if isinstance(node, ast.Attribute):
+        name = node.attr
+        if (name.startswith("__") and name.endswith("__") and name not in ALLOWED_DUNDERS) or (
+            name in REFUSED_ATTRIBUTES
+        ):
+            return f"attribute {name!r} is not allowed in functions"
+    if isinstance(node, ast.Name) and node.id in REFUSED_NAMES:
+        return f"name {node.id!r} is not allowed in functions"
+    return None
+
+
+def is_async(body: list[ast.stmt]) -> bool:
+    """`await` (or async for/with) in the body itself, not in a nested function, makes it async."""
+    todo: list[ast.AST] = list(body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Await | ast.AsyncFor | ast.AsyncWith):
+            return True
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def assigns_result(body: list[ast.stmt]) -> bool:
+    todo: list[ast.AST] = list(body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Name) and node.id == "result" and isinstance(node.ctx, ast.Store):
+            return True
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
+
+
+def compile_function(spec: dict[str, Any]) -> types.CodeType:
+    """The user's body as the body of `def <name>(parameters, *declared)`, with the user's own line numbers.
+
+    Raises SyntaxError (with lineno/offset in the user's code) for code that does not compile or that
+    names a refused attribute.
+    """
+    name, code = spec["name"], spec["code"]
+    tree = ast.parse(code, filename=name)
+    for node in ast.walk(tree):
+        if (why := refusal(node)) is not None:
+            raise SyntaxError(why, (name, node.lineno, node.col_offset + 1, None))  # type: ignore[attr-defined]
+    body = tree.body or [ast.Pass()]
+    if assigns_result(body):
+        body = [*body, ast.Return(ast.Name("result", ast.Load()))]
+    args = ast.arguments(
+        posonlyargs=[],
+        args=[ast.arg("parameters"), *(ast.arg(p) for p in spec["locals"])],
+        kwonlyargs=[],
+        kw_defaults=[],
+        defaults=[],
+    )
+    kind = ast.AsyncFunctionDef if is_async(tree.body) else ast.FunctionDef
+    extra: dict[str, Any] = {"type_params": []} if sys.version_info >= (3, 12) else {}
+    definition = kind(name="_user", args=args, body=body, decorator_list=[], returns=None, **extra)
+    module = ast.Module([definition], type_ignores=[])
+    ast.fix_missing_locations(module)  # the wrapper itself sits on the user's line 1
+    return compile(module, name, "exec", dont_inherit=True)
+
+
+def check(request: dict[str, Any]) -> dict[str, Any]:
+    """Compile every function; report the errors as {function, message, line, column}."""
+    errors = []
+    for spec in request["functions"]:
+        try:
+            compile_function(spec)
+        except SyntaxError as exc:
+            errors.append(
+                {
+                    "function": spec["name"],
+                    "message": exc.msg,
+                    "line": exc.lineno or 1,
+                    "column": exc.offset or 1,
+                }
+            )
+    return {"errors": errors}
+
+
+# -- imports ----------------------------------------------------------------------------------------
+
+
+def allowed(name: str) -> bool:
+    top = name.partition(".")[0]
+    return (top in CONFIG["builtins"] or top in CONFIG["packages"]) and name not in CONFIG["refusedModules"]
+
+
+def refused_import(name: str) -> ImportError:
+    top = name.partition(".")[0]
+    if name != top and allowed(top):
+        return ImportError(f"import of module {name!r} is not allowed in functions")
+    setting = (
+        "PYTHON_BUILTIN_MODULES" if top in sys.stdlib_module_names else "PYTHON_PACKAGES_WHITELIST_IMPORT"
+    )
+    return ImportError(f"import of module {top!r} is not allowed: add it to {setting} to allow it", name=top)
+
+
+_views: dict[str, "ModuleView"] = {}
+_modules: dict[int, types.ModuleType] = {}
+
+
+class ModuleView:
+    """A read-only view of an allowed module: no `_private` attributes, no refused modules."""
+
+    __slots__ = ("__weakref__",)
+
+    def __getattribute__(self, name: str) -> Any:
+        module = _modules[id(self)]
+        if name.startswith("_") and name not in MODULE_ATTRIBUTES:
+            raise AttributeError(f"module {module.__name__!r} has no public attribute {name!r}")
+        value = PATCHES.get((module.__name__, name)) or getattr(module, name)
+        if isinstance(value, types.ModuleType):
+            if not allowed(value.__name__):
+                raise AttributeError(
+                    f"module {module.__name__!r} does not hand out module {value.__name__!r}"
+                )
+            return view(value)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("modules are read-only in functions")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("modules are read-only in functions")
+
+    def __dir__(self) -> list[str]:
+        return [n for n in dir(_modules[id(self)]) if not n.startswith("_")]
+
+    def __repr__(self) -> str:
+        return f"<module {_modules[id(self)].__name__!r}>"
+
+
+def view(module: types.ModuleType) -> ModuleView:
+    found = _views.get(module.__name__)
+    if found is None:
+        found = _views[module.__name__] = ModuleView()
+        _modules[id(found)] = module
+    return found
+
+
+def guarded_import(
+    name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+) -> ModuleView:
+    if level != 0:
+        raise ImportError("relative imports are not allowed in functions")
+    if not allowed(name):
+        raise refused_import(name)
+    for item in fromlist or ():
+        if isinstance(item, str) and item != "*" and not item.startswith("_"):
+            full = f"{name}.{item}"
+            if full in CONFIG["refusedModules"]:
+                raise refused_import(full)
+    if fromlist and "*" in fromlist:
+        raise ImportError("`from ... import *` is not allowed in functions")
+    module = builtins.__import__(name, None, None, fromlist, 0)
+    return view(module)
+
+
+def safe_name(name: Any) -> Any:
+    if isinstance(name, str) and (
+        (name.startswith("__") and name.endswith("__") and name not in ALLOWED_DUNDERS)
+        or name in REFUSED_ATTRIBUTES
+    ):
+        raise AttributeError(f"attribute {name!r} is not allowed in functions")
+    return name
+
+
+def safe_getattr(obj: Any, name: str, *default: Any) -> Any:
+    return getattr(obj, safe_name(name), *default)
+
+
+def safe_hasattr(obj: Any, name: str) -> bool:
+    return hasattr(obj, safe_name(name))
+
+
+def safe_setattr(obj: Any, name: str, value: Any) -> None:
+    setattr(obj, safe_name(name), value)
+
+
+def safe_delattr(obj: Any, name: str) -> None:
+    delattr(obj, safe_name(name))
+
+
+def safe_attrgetter(*names: str) -> Any:
+    for name in names:
+        for part in name.split("."):
+            safe_name(part)
+    return operator.attrgetter(*names)
+
+
+def safe_methodcaller(name: str, *args: Any, **kwargs: Any) -> Any:
+    return operator.methodcaller(safe_name(name), *args, **kwargs)
+
+
+def callable_only(real: Any) -> Any:
+    """timeit compiles a string statement with the real builtins: only callables get through."""
+
+    def guarded(stmt: Any = "pass", setup: Any = "pass", *args: Any, **kwargs: Any) -> Any:
+        if isinstance(stmt, str) or isinstance(setup, str) and setup != "pass":
+            raise ValueError("timeit in functions takes callables, not statements as text")
+        return real(stmt, setup if not isinstance(setup, str) else "pass", *args, **kwargs)
+
+    return guarded
+
+
+PATCHES: dict[tuple[str, str], Any] = {
+    ("operator", "attrgetter"): safe_attrgetter,
+    ("operator", "methodcaller"): safe_methodcaller,
+}
+
+
+def restricted_builtins() -> dict[str, Any]:
+    import timeit
+
+    PATCHES.update({("timeit", n): callable_only(getattr(timeit, n)) for n in ("timeit", "repeat", "Timer")})
+    names = dict(vars(builtins))
+    for name in REMOVED_BUILTINS:
+        names.pop(name, None)
+    names.update(
+        __import__=guarded_import,
+        getattr=safe_getattr,
+        hasattr=safe_hasattr,
+        setattr=safe_setattr,
+        delattr=safe_delattr,
+        print=user_print,
+    )
+    return names
+
+
+# -- logs -------------------------------------------------------------------------------------------
+
+
+class Capture:
+    """One run's logs, capped like the Node runtime's: the last entry says what was dropped."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, str]] = []
+        self.bytes = self.dropped = self.dropped_bytes = 0
+        self.lock = threading.Lock()
+
+    def add(self, level: str, message: str) -> None:
+        size = len(message.encode("utf-8", "replace"))
+        with self.lock:
+            if len(self.entries) >= CONFIG["maxEntries"] or self.bytes + size > CONFIG["maxBytes"]:
+                self.dropped += 1
+                self.dropped_bytes += size
+                return
+            self.bytes += size
+            self.entries.append({"level": level, "message": message, "timestamp": now()})
+
+    def finish(self) -> list[dict[str, str]]:
+        if self.dropped:
+            limits = CONFIG["maxEntries"], CONFIG["maxBytes"]
+            if len(self.entries) >= CONFIG["maxEntries"]:
+                last = self.entries.pop()
+                self.dropped += 1
+                self.dropped_bytes += len(last["message"].encode("utf-8", "replace"))
+            self.entries.append(
+                {
+                    "level": "warn",
+                    "message": f"{self.dropped} more log entries ({self.dropped_bytes} bytes) were dropped: "
+                    f"a run keeps at most {limits[0]} entries and {limits[1]} bytes of logs",
+                    "timestamp": now(),
+                }
+            )
+            self.dropped = 0
+        return self.entries
+
+
+def now() -> str:
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def log(level: str, message: str) -> None:
+    capture = _current.get()
+    if capture is not None:  # outside a run (a thread the user left behind): nowhere to go
+        capture.add(level, message)
+
+
+def user_print(
+    *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
+    if file is not None and file is not sys.stdout and file is not sys.stderr:
+        print(*args, sep=sep, end=end, file=file, flush=flush)
+        return
+    log("error" if file is sys.stderr else "log", (sep if sep is not None else " ").join(map(str, args)))
+
+
+class Stream:
+    """sys.stdout/sys.stderr of the interpreter: never the kernel's protocol pipe."""
+
+    def __init__(self, level: str) -> None:
+        self.level = level
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log(self.level, text.rstrip("\n"))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class Handler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            log(LEVELS.get(record.levelno, "error"), record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
+def configure_output() -> None:
+    sys.stdout, sys.stderr = Stream("log"), Stream("error")
+    root = logging.getLogger()
+    root.handlers[:] = [Handler()]
+    root.setLevel(logging.DEBUG)  # logging.info() is captured too, as console.info is in JavaScript
+    logging.getLogger("asyncio").setLevel(logging.WARNING)  # its debug lines are ours, not the user's
+    logging.captureWarnings(True)
+    logging.raiseExceptions = False
+
+
+# -- results ----------------------------------------------------------------------------------------
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() and abs(value) < 1 << 53 else float(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    if hasattr(type(value), "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    raise TypeError(f"a {type(value).__name__} cannot become JSON")
+
+
+_encode = json.JSONEncoder(default=to_json, allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def stack_of(exc: BaseException, names: set[str]) -> str:
+    """The traceback in the user's terms: only frames of the workspace's functions, in their own lines."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in names]
+    lines = ["Traceback (most recent call last):"]
+    for frame in frames:
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.filename}')
+        if frame.line:
+            lines.append(f"    {frame.line}")
+    lines.extend(traceback.format_exception_only(type(exc), exc))
+    return "\n".join(line.rstrip("\n") for line in lines)
+
+
+def error_of(exc: BaseException, names: set[str]) -> dict[str, Any]:
+    return {"name": type(exc).__name__, "message": str(exc), "stack": stack_of(exc, names)}
+
+
+def needs_main_interpreter(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, ImportError) and ("subinterpreter" in text or "sub-interpreter" in text)
+
+
+# -- the workspace ----------------------------------------------------------------------------------
+
+
+class Workspace:
+    """A workspace's functions, their globals (with `cache` and `functions`), in this interpreter."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.namespace: dict[str, Any] = {"__builtins__": BUILTINS, "__name__": "functions"}
+        self.functions: dict[str, Any] = {}
+        self.namespace.update(cache={}, functions=self.functions)
+        for spec in request["functions"]:
+            self.define(spec)
+
+    def define(self, spec: dict[str, Any]) -> None:
+        scope: dict[str, Any] = {}
+        lines = spec["code"].splitlines(keepends=True)
+        linecache.cache[spec["name"]] = (len(spec["code"]), None, lines, spec["name"])  # source in stacks
+        exec(compile_function(spec), self.namespace, scope)  # defines `_user` in scope, not in globals
+        inner, names, defaults = scope["_user"], list(spec["locals"]), spec["defaults"]
+
+        def call(**parameters: Any) -> Any:
+            values = {**json.loads(defaults), **parameters}
+            return inner(values, *(values.get(p) for p in names))
+
+        call.__name__ = call.__qualname__ = spec["name"]
+        self.functions[spec["name"]] = call
+        if spec["bindable"]:
+            self.namespace[spec["name"]] = call
+
+    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+        capture = Capture()
+        token = _current.set(capture)
+        started = time.perf_counter()
+        try:
+            reply = self.call(request)
+        finally:
+            _current.reset(token)
+        reply["durationMs"] = (time.perf_counter() - started) * 1000
+        reply["logs"] = capture.finish()
+        return reply
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        names = set(self.functions)
+        try:
+            result = self.functions[request["fn"]](**request["params"])
+            if asyncio.iscoroutine(result):
+                result = asyncio.run(result)
+        except MemoryError:
+            return {"status": "resource_limit", "error": {"name": "MemoryError", "message": "out of memory"}}
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt are the user's errors too
+            if needs_main_interpreter(exc):
+                return {"status": "needs_main", "error": error_of(exc, names)}
+            return {"status": "failed", "error": error_of(exc, names)}
+        return {"status": "succeeded", "result": result}
+
+
+def finish(reply: dict[str, Any]) -> str:
+    """The reply as JSON text; a result that JSON cannot hold, or too big a one, changes the status."""
+    try:
+        text = _encode(reply)
+    except (TypeError, ValueError, RecursionError) as exc:
+        reply.pop("result", None)
+        reply["status"] = "not_serializable"
+        reply["error"] = {"name": "ResultNotSerializable", "message": f"the result cannot become JSON: {exc}"}
+        return _encode(reply)
+    except MemoryError:
+        reply.pop("result", None)
+        reply.update(
+            status="resource_limit", error={"name": "MemoryError", "message": "the result is too large"}
+        )
+        return _encode(reply)
+    if len(text) > CONFIG["maxResultBytes"] and reply["status"] == "succeeded":
+        reply.pop("result")
+        limit = CONFIG["maxResultBytes"]
+        reply.update(
+            status="resource_limit", error={"name": "ResultTooLarge", "message": f"result over {limit} bytes"}
+        )
+        return _encode(reply)
+    return text
+
+
+_workspace: Workspace | None = None
+
+
+def op_configure(text: str) -> str:
+    global BUILTINS
+    CONFIG.update(json.loads(text))
+    sys.path[:0] = [folder for folder in CONFIG.get("path", []) if folder not in sys.path]
+    configure_output()
+    BUILTINS = restricted_builtins()
+    return "{}"
+
+
+def op_load(text: str) -> str:
+    global _workspace
+    _workspace = Workspace(json.loads(text))
+    return "{}"
+
+
+def op_run(text: str) -> str:
+    assert _workspace is not None, "run before load"
+    return finish(_workspace.run(json.loads(text)))
+
+
+def op_check(text: str) -> str:
+    return json.dumps(check(json.loads(text)))
+
+
+BUILTINS: dict[str, Any] = {}
+ENTRY = {"configure": op_configure, "load": op_load, "run": op_run, "check": op_check}
