@@ -22,12 +22,14 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
 
+from adapters.python_packages import PackageInstallError, install_packages
 from entrypoints.client import CommandError, Target, Unreachable, open_target
 from entrypoints.container import Container, build_container
 from entrypoints.deploy import DeployError, changes, read_folder
 from entrypoints.embed import open_service
 from entrypoints.http import create_app
 from entrypoints.logs import configure_logging
+from entrypoints.python_api import create_python_api
 from entrypoints.settings import Settings, SettingsError, load_settings
 
 Job = Callable[[Target], Awaitable[int]]
@@ -47,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     commands = cli.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="serve the HTTP API on HOST:PORT until SIGINT or SIGTERM")
     commands.add_parser("migrate", help="regenerate every stored workspace's scripts once, then exit")
+    commands.add_parser(
+        "python-api", help="serve only the Python runtime on HOST:PYTHON_API_PORT, for PYTHON_API_URL"
+    )
     deploy = _with_url(
         commands.add_parser("deploy", help="save a folder of *.js and *.py files as a workspace")
     )
@@ -90,8 +95,8 @@ def _param(text: str) -> tuple[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "serve":
-        return serve()
+    if args.command in SERVERS:
+        return SERVERS[args.command]()
     try:
         settings = load_settings()
     except SettingsError as exc:  # a message naming the variable is all the user needs; no traceback
@@ -127,14 +132,53 @@ def serve() -> int:
         return 2
     settings: Settings = container.settings()
     configure_logging(settings.log_level, settings.log_format)
+    if not install_python_packages(settings):
+        return 1
     asyncio.run(serve_until_signalled(create_app(container), hypercorn_config(settings)))
     return 0
 
 
-def hypercorn_config(settings: Settings) -> Config:
+def install_python_packages(settings: Settings) -> bool:
+    """PYTHON_PACKAGES_AUTO_INSTALL before the server starts, so a failure is one clear message (pip's
+    own words) and exit status 1, not a lifespan traceback. The runtime's start finds them in place."""
+    if not settings.python_packages_auto_install or settings.python_api_url:
+        return True
+    try:
+        asyncio.run(
+            install_packages(
+                sys.executable, settings.python_packages_dir, settings.python_packages_auto_install
+            )
+        )
+    except PackageInstallError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def python_api() -> int:
+    """Serve the embedded Python runtime alone (SPEC §7): a main service reaches it with PYTHON_API_URL."""
+    try:
+        container = build_container()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings: Settings = container.settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not install_python_packages(settings):
+        return 1
+    app = create_python_api(
+        container.local_python(),  # always the embedded one, whatever PYTHON_API_URL says
+        api_key=settings.api_key,
+        max_body=4 * settings.request_max_size,  # a run may carry a whole workspace body and parameters
+    )
+    asyncio.run(serve_until_signalled(app, hypercorn_config(settings, settings.python_api_port)))
+    return 0
+
+
+def hypercorn_config(settings: Settings, port: int | None = None) -> Config:
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host  # an IPv6 address
-    config.bind = [f"{host}:{settings.port}"]
+    config.bind = [f"{host}:{settings.port if port is None else port}"]
     config.accesslog = None  # ours (entrypoints/middleware.py) carries the request id and the outcome
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handler and format, not its own
     return config
@@ -273,6 +317,7 @@ def delete(args: argparse.Namespace) -> Job:
     return job
 
 
+SERVERS: dict[str, Callable[[], int]] = {"serve": serve, "python-api": python_api}
 JOBS: dict[str, Callable[[argparse.Namespace], Job]] = {
     "deploy": deploy,
     "run": run,

@@ -12,6 +12,8 @@ from adapters.fs_store import FileSystemStore
 from adapters.node_runtime import NodeRuntime
 from adapters.npm_installer import NpmInstaller
 from adapters.npm_rules import PackageRules
+from adapters.python_runtime import PythonRuntime
+from adapters.remote_python import RemotePythonRuntime
 from domain.model import Language
 from domain.usecases import Workspaces
 from entrypoints.metrics import Metrics, metered
@@ -26,6 +28,31 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Dependency(instance_of=Settings)
     store = providers.Singleton(FileSystemStore, root=settings.provided.storage_dir)
+    # The embedded Python runtime; LRU and idle eviction reuse the Node settings (one policy, two runtimes).
+    local_python = providers.Singleton(
+        PythonRuntime,
+        timeout_ms=settings.provided.python_timeout_ms,
+        pool_size=settings.provided.kernel_pool_size,
+        max_memory_mb=settings.provided.python_worker_max_memory_mb,
+        builtin_modules=settings.provided.python_builtin_modules,
+        packages_whitelist=settings.provided.python_packages_whitelist,
+        packages_dir=settings.provided.python_packages_dir,
+        packages_auto_install=settings.provided.python_packages_auto_install,
+        max_workspaces=settings.provided.workers_max_lru,
+        idle_timeout_s=settings.provided.node_idle_timeout_s,
+    )
+    remote_python = providers.Singleton(
+        RemotePythonRuntime,
+        url=settings.provided.python_api_url,
+        timeout_ms=settings.provided.python_timeout_ms,
+        api_key=settings.provided.api_key,
+    )
+    # PYTHON_API_URL set: Python runs on that `functions python-api`; unset: embedded, in this process.
+    python_runtime = providers.Selector(
+        providers.Callable(lambda url: "remote" if url else "local", settings.provided.python_api_url),
+        local=local_python,
+        remote=remote_python,
+    )
     # A registry by language: the Python runtime joins it under Language.PYTHON.
     runtimes = providers.Dict(
         {
@@ -41,6 +68,7 @@ class Container(containers.DeclarativeContainer):
                 packages_allowed=settings.provided.nodejs_packages_whitelist,
                 packages_refused=settings.provided.nodejs_packages_blacklist,
             ),
+            Language.PYTHON: python_runtime,
         }
     )
     metrics = providers.Singleton(Metrics, workspace_labels=settings.provided.metrics_workspace_labels)

@@ -51,6 +51,7 @@ class Settings:
     update_scripts_on_startup: bool = False
     request_max_size: int = 1024 * 1024
     python_api_url: str | None = None  # None: Python runs embedded
+    python_api_port: int = 8000  # `functions python-api` listens on HOST:PYTHON_API_PORT
     kernel_pool_size: int = field(factory=default_pool_size)
     python_builtin_modules: tuple[str, ...] = PYTHON_BUILTINS
     python_packages_whitelist: tuple[str, ...] = PYTHON_PACKAGES
@@ -193,6 +194,7 @@ VARIABLES: tuple[tuple[tuple[str, ...], str, Parser], ...] = (
     (("UPDATE_SCRIPTS_ON_STARTUP",), "update_scripts_on_startup", boolean),
     (("REQUEST_MAX_SIZE",), "request_max_size", byte_size),
     (("PYTHON_API_URL",), "python_api_url", optional(url)),
+    (("PYTHON_API_PORT",), "python_api_port", integer(0, 65535)),
     (("KERNEL_POOL_SIZE",), "kernel_pool_size", integer(1)),
     (("PYTHON_BUILTIN_MODULES",), "python_builtin_modules", MODULES),
     (("PYTHON_PACKAGES_WHITELIST_IMPORT",), "python_packages_whitelist", MODULES),

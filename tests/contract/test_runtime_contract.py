@@ -1,5 +1,8 @@
-"""What every Runtime adapter must do, run against each one (KITS): fake and real Node host."""
+"""What every Runtime adapter must do, run against each one (KITS): fake, real Node host, Python kernels,
+and the remote Python runtime (a real `functions python-api` process; and, without kernels, the python-api
+served in-process over the fake)."""
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +16,8 @@ from domain.model import Function, Language, Status, Workspace
 from domain.usecases import Workspaces
 from ports.runtime import Runtime
 from tests.fakes import PROGRAMS, ScriptedRuntime
+from tests.python.kernels import OTHER_PYTHONS, kernel, python_runtime
+from tests.remote import InProcessRemote, ProcessRemote
 
 pytestmark = pytest.mark.anyio
 TIMEOUT_S = 0.5
@@ -27,9 +32,10 @@ class Kit:
     boom: str
     spin: str
     broken: str
+    language: Language = Language.NODEJS
 
     def workspace(self, workspace_id: str = "kit") -> Workspace:
-        functions = {name: Function(getattr(self, name)) for name in ("echo", "boom", "spin")}
+        functions = {name: Function(getattr(self, name), self.language) for name in ("echo", "boom", "spin")}
         return Workspace(workspace_id, functions)
 
 
@@ -44,6 +50,11 @@ def node_runtime(**overrides: Any) -> NodeRuntime:
     return NodeRuntime(**{**settings, **overrides})
 
 
+def remote_over_fake() -> InProcessRemote:
+    fake = ScriptedRuntime(programs=PROGRAMS, language=Language.PYTHON, timeout_s=TIMEOUT_S)
+    return InProcessRemote(fake, timeout_ms=int(TIMEOUT_S * 1000))
+
+
 KITS: dict[str, tuple[Kit, list[pytest.MarkDecorator]]] = {
     "fake": (
         Kit(lambda: ScriptedRuntime(programs=PROGRAMS, timeout_s=TIMEOUT_S), "echo", "boom", "spin", "?"),
@@ -53,6 +64,45 @@ KITS: dict[str, tuple[Kit, list[pytest.MarkDecorator]]] = {
         Kit(node_runtime, "return parameters;", "throw new Error('boom');", "while (true) {}", "return 1 +;"),
         [pytest.mark.node],
     ),
+    "remote-fake": (Kit(remote_over_fake, "echo", "boom", "spin", "?", Language.PYTHON), []),
+    # `functions python-api` as a process, serving the real kernels, reached over HTTP.
+    "remote": (
+        Kit(
+            functools.partial(ProcessRemote, timeout_ms=int(TIMEOUT_S * 1000), KERNEL_POOL_SIZE="2"),
+            "return parameters",
+            "raise ValueError('boom')",
+            "while True: pass",
+            "return 1 +",
+            Language.PYTHON,
+        ),
+        [kernel],
+    ),
+    "python": (
+        Kit(
+            python_runtime,
+            "return parameters",
+            "raise ValueError('boom')",
+            "while True: pass",
+            "return 1 +",
+            Language.PYTHON,
+        ),
+        [kernel],
+    ),
+    # The same suite with kernels under each other Python 3.12+ found (per-interpreter GILs); absent: skipped.
+    **{
+        f"python{version}": (
+            Kit(
+                functools.partial(python_runtime, python_binary=binary),
+                "return parameters",
+                "raise ValueError('boom')",
+                "while True: pass",
+                "return 1 +",
+                Language.PYTHON,
+            ),
+            [kernel] if binary else [kernel, pytest.mark.skip(reason=f"no working python{version} here")],
+        )
+        for version, binary in OTHER_PYTHONS.items()
+    },
 }
 
 
@@ -61,7 +111,7 @@ async def kit(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Kit, Worksp
     kit = KITS[request.param][0]
     runtime = kit.make()
     await runtime.start()
-    service = Workspaces(InMemoryStore(), {Language.NODEJS: runtime})
+    service = Workspaces(InMemoryStore(), {kit.language: runtime})
     await service.save(kit.workspace())
     try:
         yield kit, service
@@ -96,25 +146,27 @@ async def test_code_that_does_not_compile_is_refused_and_the_old_version_stays(
 ) -> None:
     definition, service = kit
     with pytest.raises(CompileError):
-        await service.save(definition.workspace().with_function("broken", Function(definition.broken)))
+        await service.save(
+            definition.workspace().with_function("broken", Function(definition.broken, definition.language))
+        )
     assert "broken" not in (await service.get("kit")).functions
     assert (await service.run("kit", "echo", {"still": "here"})).result == {"still": "here"}
 
 
 async def test_a_save_generates_files_for_its_functions(kit: tuple[Kit, Workspaces]) -> None:
     definition, service = kit
-    runtime = service.runtime(Language.NODEJS)
+    runtime = service.runtime(definition.language)
     generated = await runtime.prepare(definition.workspace())
     assert generated and all(isinstance(text, str) and text for text in generated.values())
 
 
 async def test_an_evicted_workspace_runs_again(kit: tuple[Kit, Workspaces]) -> None:
-    _, service = kit
+    definition, service = kit
     await service.run("kit", "echo", {})
-    await service.runtime(Language.NODEJS).evict("kit")
+    await service.runtime(definition.language).evict("kit")
     assert (await service.run("kit", "echo", {"again": 1})).result == {"again": 1}
 
 
 async def test_health_says_ok_once_started(kit: tuple[Kit, Workspaces]) -> None:
-    _, service = kit
-    assert service.runtime(Language.NODEJS).health()["status"] == "ok"
+    definition, service = kit
+    assert service.runtime(definition.language).health()["status"] == "ok"
