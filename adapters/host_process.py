@@ -179,11 +179,12 @@ class HostProcess:
         self.exit_reason = self.exit_reason or f"the {self.name} host exited with code {code}"
         self._closed.set()
         failure = Unavailable(f"the {self.name} host stopped: {self.exit_reason}")
-        if self._first_line is not None and not self._first_line.done():
-            self._first_line.set_exception(failure)
         waiting, self._waiting = self._waiting, {}
-        for future in waiting.values():
-            if not future.done():
+        for future in [self._first_line, *waiting.values()]:
+            if future is not None and not future.done():
                 future.set_exception(failure)
+                # Whoever awaits it still gets the error; one nobody awaits any more (a start that was
+                # cancelled while spawning) is not reported by the event loop as never retrieved.
+                future.exception()
         if self._transport is not None:
             self._transport.close()

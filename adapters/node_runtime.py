@@ -294,4 +294,10 @@ class NodeRuntime:
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        # A background task's failure is logged here, not left for the event loop to find unretrieved.
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None and not self._closing:
+            log.error("%s runtime: a background task failed: %s", self.language.value, error)
