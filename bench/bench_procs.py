@@ -66,9 +66,12 @@ class Processes:
         self._owned[popen.pid] = (popen, [])
         return popen
 
-    def adopt(self, owner: subprocess.Popen[bytes], pgid: int) -> None:
-        """Also stop this group with `owner`: the service starts its Node host in a session of its own."""
-        self._owned[owner.pid][1].append(pgid)
+    def adopt(self, owner: subprocess.Popen[bytes] | int, pgid: int) -> None:
+        """Also stop this group with `owner` (its Popen or pid): the service starts its Node host and its
+        Python kernels in sessions of their own."""
+        adopted = self._owned[owner if isinstance(owner, int) else owner.pid][1]
+        if pgid not in adopted:
+            adopted.append(pgid)
 
     def stop(self, popen: subprocess.Popen[bytes]) -> None:
         # The server first, so its own shutdown gets to stop its children cleanly; then whatever is left.
@@ -118,6 +121,18 @@ def node_host_pid(service_pid: int) -> int:
         if b"host.mjs" in Path(f"/proc/{child}/cmdline").read_bytes():
             return child
     raise RuntimeError(f"no child of {service_pid} runs host.mjs")
+
+
+def kernel_pids(service_pid: int) -> list[int]:
+    """The service's Python kernel processes (runtimes/python/kernel.py): the pool and its spare."""
+    found = []
+    for child in children(service_pid):
+        try:
+            if b"kernel.py" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+        except FileNotFoundError:  # a kernel replaced between the listing and the read
+            pass
+    return sorted(found)
 
 
 def rss_kib(pid: int) -> int:

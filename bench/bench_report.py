@@ -44,7 +44,10 @@ class Row:
 
 
 def judged(label: str, value: float, key: str, fmt: str = ".3f") -> Row:
-    target = TARGETS[key]
+    return judged_by(label, value, TARGETS[key], fmt)
+
+
+def judged_by(label: str, value: float, target: Target, fmt: str = ".3f") -> Row:
     return Row(label, f"{value:{fmt}}{target.unit}", target.describe(), target.verdict(value))
 
 

@@ -94,10 +94,10 @@ def expect(answer: Answer, what: str) -> Answer:
     return answer
 
 
-def save_and_run(connection: Connection, workspace: str) -> tuple[int, int, Answer]:
-    """Times (ns) of the save and of the first run of a new workspace, and the run's answer."""
+def save_and_run(connection: Connection, workspace: str, body: Any = HELLO) -> tuple[int, int, Answer]:
+    """Times (ns) of the save and of the first run of a new workspace (`hello` in `body`), and its answer."""
     start = time.perf_counter_ns()
-    expect(connection.request("POST", f"/v2/functions/{workspace}", HELLO), f"save {workspace}")
+    expect(connection.request("POST", f"/v2/functions/{workspace}", body), f"save {workspace}")
     saved = time.perf_counter_ns()
     answer = connection.request("POST", f"/v2/functions/{workspace}/run/hello", RUN_BODY)
     done = time.perf_counter_ns()
@@ -144,7 +144,7 @@ class Cold:
     cold_answers: int  # first runs answered with X-Functions-Worker: cold
 
 
-def measure_cold(port: int, count: int, pause: float, prefix: str) -> Cold:
+def measure_cold(port: int, count: int, pause: float, prefix: str, body: Any = HELLO) -> Cold:
     connection = Connection(port)
     totals, runs, cold = [], [], 0
     try:
@@ -152,7 +152,7 @@ def measure_cold(port: int, count: int, pause: float, prefix: str) -> Cold:
             # With a pause the service is quiet, as when a user saves, and the host's spare worker is
             # ready; without one, each save also waits for the spare that the previous one used up.
             time.sleep(pause)
-            save_ns, run_ns, answer = save_and_run(connection, f"{prefix}-{i}")
+            save_ns, run_ns, answer = save_and_run(connection, f"{prefix}-{i}", body)
             totals.append(save_ns + run_ns)
             runs.append(run_ns)
             cold += answer.headers.get("x-functions-worker") == "cold"

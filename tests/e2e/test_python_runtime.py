@@ -3,6 +3,7 @@
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +16,7 @@ from adapters.python_runtime import PythonRuntime
 from domain.errors import CompileError, Unavailable
 from domain.model import Json, Language, Outcome, Status
 from domain.usecases import Workspaces
-from tests.python.kernels import python_runtime
+from tests.python.kernels import OTHER_PYTHONS, python_runtime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kernel]
 
@@ -320,3 +321,39 @@ async def test_a_save_returns_a_readable_main_py(python: PythonRuntime) -> None:
     }
     generated = await python.prepare(workspace_from_body("w", body))
     assert "def hello(parameters, name):\n    return 'hi ' + name" in generated["main.py"]
+
+
+def _kernel_pythons() -> list[Any]:
+    """The service's own Python, and any 3.12/3.13 found; a shared GIL (< 3.12) is a known failure."""
+    shared_gil = pytest.mark.xfail(
+        sys.version_info < (3, 12),
+        reason="Python < 3.12: subinterpreters of one kernel share a GIL, and a busy one holds it",
+        strict=True,
+    )
+    params = [
+        pytest.param(sys.executable, id=f"{sys.version_info[0]}.{sys.version_info[1]}", marks=shared_gil)
+    ]
+    for version, binary in OTHER_PYTHONS.items():
+        marks = [] if binary else [pytest.mark.skip(reason=f"no working python{version} here")]
+        params.append(pytest.param(binary or "", id=version, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("kernel_python", _kernel_pythons())
+async def test_a_busy_workspace_does_not_stall_another_on_the_same_kernel(kernel_python: str) -> None:
+    runtime = python_runtime(pool_size=1, timeout_ms=10_000, python_binary=kernel_python)
+    await runtime.start()
+    try:
+        service = Workspaces(InMemoryStore(), {Language.PYTHON: runtime})
+        await save(service, {"burn": "return sum(i * i for i in range(3 * 10**7))"}, "busy")
+        await save(service, {"hi": "return 'hi'"}, "calm")
+        assert (await service.run("calm", "hi")).result == "hi"
+        busy = asyncio.create_task(service.run("busy", "burn"))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        assert (await service.run("calm", "hi")).result == "hi"
+        took = time.monotonic() - started
+        await busy
+        assert took < 0.5, f"a run of another workspace waited {took:.2f} s for the busy one"
+    finally:
+        await runtime.aclose()
