@@ -12,7 +12,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from domain.errors import InvalidRequest, Unavailable
+from domain.errors import CompileError, InvalidRequest, Unavailable
+from domain.model import LogEntry, Outcome, Status
 
 Message = dict[str, Any]
 LINE_LIMIT = 64 * 1024 * 1024  # one reply carries a whole result and its logs
@@ -188,3 +189,43 @@ class HostProcess:
                 future.exception()
         if self._transport is not None:
             self._transport.close()
+
+
+# -- what both hosts answer ------------------------------------------------------------------------
+
+
+def raise_compile_errors(reply: Message) -> None:
+    """A `compiled` reply with errors becomes a CompileError naming the first function, line and column."""
+    if errors := reply.get("errors"):
+        first = errors[0]
+        raise CompileError(
+            f"function {first['function']!r} does not compile: {first['message']} "
+            f"(line {first['line']}, column {first['column']})",
+            function=first["function"],
+            line=first["line"],
+            column=first["column"],
+            errors=errors,
+        )
+
+
+def outcome_of(reply: Message) -> Outcome:
+    """A `result` reply as an Outcome; `aborted` (the worker or kernel went away mid-run) is Unavailable."""
+    error = reply.get("error")
+    if reply["status"] == "aborted":
+        raise Unavailable((error or {}).get("message", "the run was aborted"))
+    host = reply.get("host") or {}
+    duration = float(reply.get("durationMs", 0.0))
+    timings = {"run": duration}
+    if "startedAt" in reply and "receivedAt" in host:
+        timings["queue"] = max(0.0, reply["startedAt"] - host["receivedAt"] - host.get("coldMs", 0.0))
+    if host.get("cold"):
+        timings["cold"] = host.get("coldMs", 0.0)
+    return Outcome(
+        Status(reply["status"]),
+        result=reply.get("result"),
+        logs=[LogEntry(e["level"], e["message"], e["timestamp"]) for e in reply.get("logs", ())],
+        duration_ms=duration,
+        error=error,
+        cold=bool(host.get("cold")),
+        timings=timings,
+    )

@@ -18,10 +18,10 @@ from typing import Any
 
 from attrs import define
 
-from adapters.host_process import HostProcess, Message
+from adapters.host_process import HostProcess, Message, outcome_of, raise_compile_errors
 from adapters.node_script import compile_sources, generate_script
-from domain.errors import CompileError, Unavailable
-from domain.model import Json, Language, LogEntry, Outcome, Status, Workspace
+from domain.errors import Unavailable
+from domain.model import Json, Language, Outcome, Workspace
 
 HOST_SCRIPT = Path(__file__).resolve().parent.parent / "runtimes" / "node" / "host.mjs"
 MIN_NODE_MAJOR = 20
@@ -108,23 +108,14 @@ class NodeRuntime:
             {"type": "compile", "functions": [{"name": s.name, "source": s.text} for s in sources]},
             timeout_s=30.0,
         )
-        if errors := reply.get("errors"):
-            first = errors[0]
-            raise CompileError(
-                f"function {first['function']!r} does not compile: {first['message']} "
-                f"(line {first['line']}, column {first['column']})",
-                function=first["function"],
-                line=first["line"],
-                column=first["column"],
-                errors=errors,
-            )
+        raise_compile_errors(reply)
         return {"index.js": generate_script(workspace)}
 
     async def run(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Outcome:
         for _attempt in range(2):  # a second try only if the host lost the script meanwhile
             reply = await self._run_once(workspace, function, params)
             if reply["status"] != "not_loaded":
-                return self._outcome(reply)
+                return outcome_of(reply)
             self._loaded.pop(workspace.id, None)
         raise Unavailable(f"the nodejs host could not load workspace {workspace.id!r}")
 
@@ -194,28 +185,6 @@ class NodeRuntime:
             self._evict_least_recently_used(keep=workspace.id)
         self._loaded.move_to_end(workspace.id)
         return entry
-
-    def _outcome(self, reply: Message) -> Outcome:
-        status = reply["status"]
-        error = reply.get("error")
-        if status == "aborted":
-            raise Unavailable((error or {}).get("message", "the run was aborted"))
-        host = reply.get("host") or {}
-        duration = float(reply.get("durationMs", 0.0))
-        timings = {"run": duration}
-        if "startedAt" in reply and "receivedAt" in host:
-            timings["queue"] = max(0.0, reply["startedAt"] - host["receivedAt"] - host.get("coldMs", 0.0))
-        if host.get("cold"):
-            timings["cold"] = host.get("coldMs", 0.0)
-        return Outcome(
-            Status(status),
-            result=reply.get("result"),
-            logs=[LogEntry(e["level"], e["message"], e["timestamp"]) for e in reply.get("logs", ())],
-            duration_ms=duration,
-            error=error,
-            cold=bool(host.get("cold")),
-            timings=timings,
-        )
 
     # -- worker lifecycle -------------------------------------------------------------------------
 

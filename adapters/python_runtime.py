@@ -19,11 +19,11 @@ from typing import Any
 
 from attrs import define, field
 
-from adapters.host_process import HostProcess, Message
+from adapters.host_process import HostProcess, Message, outcome_of, raise_compile_errors
 from adapters.python_packages import install_packages, installed_modules
 from adapters.python_script import function_specs, generate_main, imported_modules
-from domain.errors import CompileError, Unavailable
-from domain.model import Json, Language, LogEntry, Outcome, Status, Workspace
+from domain.errors import Unavailable
+from domain.model import Json, Language, Outcome, Status, Workspace
 
 KERNEL_SCRIPT = Path(__file__).resolve().parent.parent / "runtimes" / "python" / "kernel.py"
 REFUSED_MODULES = ("logging.config",)  # dictConfig imports whatever callable its dict names
@@ -128,16 +128,7 @@ class PythonRuntime:
         if not specs:
             return {}
         reply = await self._any_kernel().host.request({"type": "compile", "functions": specs}, timeout_s=30.0)
-        if errors := reply.get("errors"):
-            first = errors[0]
-            raise CompileError(
-                f"function {first['function']!r} does not compile: {first['message']} "
-                f"(line {first['line']}, column {first['column']})",
-                function=first["function"],
-                line=first["line"],
-                column=first["column"],
-                errors=errors,
-            )
+        raise_compile_errors(reply)
         return {"main.py": generate_main(workspace)}
 
     async def run(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Outcome:
@@ -155,7 +146,7 @@ class PythonRuntime:
                     reply["status"] == Status.RESOURCE_LIMIT
                 ):  # give the memory back: a fresh interpreter next time
                     await self.evict(workspace.id)
-                return self._outcome(reply)
+                return outcome_of(reply)
         raise Unavailable(f"the python runtime could not load workspace {workspace.id!r}")
 
     async def evict(self, workspace_id: str) -> None:
@@ -253,24 +244,6 @@ class PythonRuntime:
             )
             self._native.update({m: m in reply.get("native", ()) for m in unknown})
         return any(self._native[m] for m in packages)
-
-    def _outcome(self, reply: Message) -> Outcome:
-        host = reply.get("host") or {}
-        duration = float(reply.get("durationMs", 0.0))
-        timings = {"run": duration}
-        if "startedAt" in reply and "receivedAt" in host:
-            timings["queue"] = max(0.0, reply["startedAt"] - host["receivedAt"] - host.get("coldMs", 0.0))
-        if host.get("cold"):
-            timings["cold"] = host.get("coldMs", 0.0)
-        return Outcome(
-            Status(reply["status"]),
-            result=reply.get("result"),
-            logs=[LogEntry(e["level"], e["message"], e["timestamp"]) for e in reply.get("logs", ())],
-            duration_ms=duration,
-            error=reply.get("error"),
-            cold=bool(host.get("cold")),
-            timings=timings,
-        )
 
     # -- residency --------------------------------------------------------------------------------
 
