@@ -20,6 +20,7 @@ from attrs import define
 
 from adapters.host_process import HostProcess, Message, outcome_of, raise_compile_errors
 from adapters.node_script import compile_sources, generate_script
+from adapters.residency import least_recently_used
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Workspace
 
@@ -189,13 +190,8 @@ class NodeRuntime:
     # -- worker lifecycle -------------------------------------------------------------------------
 
     def _evict_least_recently_used(self, keep: str) -> None:
-        over = len(self._loaded) - self.max_workers
-        for workspace_id in list(self._loaded):
-            if over <= 0:
-                return
-            if workspace_id != keep and self._loaded[workspace_id].in_flight == 0:
-                self._evict_now(workspace_id)
-                over -= 1
+        for workspace_id in least_recently_used(self._loaded, self.max_workers, keep):
+            self._evict_now(workspace_id)
 
     def _evict_now(self, workspace_id: str) -> None:
         self._loaded.pop(workspace_id, None)

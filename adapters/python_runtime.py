@@ -22,6 +22,7 @@ from attrs import define, field
 from adapters.host_process import HostProcess, Message, outcome_of, raise_compile_errors
 from adapters.python_packages import install_packages, installed_modules
 from adapters.python_script import function_specs, generate_main, imported_modules
+from adapters.residency import least_recently_used
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Status, Workspace
 
@@ -254,13 +255,8 @@ class PythonRuntime:
         return entry
 
     def _evict_least_recently_used(self, keep: str) -> None:
-        over = len(self._loaded) - self.max_workspaces
-        for workspace_id in list(self._loaded):
-            if over <= 0:
-                return
-            if workspace_id != keep and self._loaded[workspace_id].in_flight == 0:
-                self._evict_now(workspace_id)
-                over -= 1
+        for workspace_id in least_recently_used(self._loaded, self.max_workspaces, keep):
+            self._evict_now(workspace_id)
 
     def _evict_now(self, workspace_id: str) -> None:
         entry = self._forget(workspace_id)

@@ -125,47 +125,20 @@ async def _against_target(job: Job, url: str | None, settings: Settings) -> int:
 
 
 def serve() -> int:
-    try:
-        container = build_container()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    container = server_container(embedded_python=False)
+    if isinstance(container, int):
+        return container
     settings: Settings = container.settings()
-    configure_logging(settings.log_level, settings.log_format)
-    if not install_python_packages(settings):
-        return 1
     asyncio.run(serve_until_signalled(create_app(container), hypercorn_config(settings)))
     return 0
 
 
-def install_python_packages(settings: Settings) -> bool:
-    """PYTHON_PACKAGES_AUTO_INSTALL before the server starts, so a failure is one clear message (pip's
-    own words) and exit status 1, not a lifespan traceback. The runtime's start finds them in place."""
-    if not settings.python_packages_auto_install or settings.python_api_url:
-        return True
-    try:
-        asyncio.run(
-            install_packages(
-                sys.executable, settings.python_packages_dir, settings.python_packages_auto_install
-            )
-        )
-    except PackageInstallError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return False
-    return True
-
-
 def python_api() -> int:
     """Serve the embedded Python runtime alone (SPEC §7): a main service reaches it with PYTHON_API_URL."""
-    try:
-        container = build_container()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    container = server_container(embedded_python=True)
+    if isinstance(container, int):
+        return container
     settings: Settings = container.settings()
-    configure_logging(settings.log_level, settings.log_format)
-    if not install_python_packages(settings):
-        return 1
     app = create_python_api(
         container.local_python(),  # always the embedded one, whatever PYTHON_API_URL says
         api_key=settings.api_key,
@@ -173,6 +146,36 @@ def python_api() -> int:
     )
     asyncio.run(serve_until_signalled(app, hypercorn_config(settings, settings.python_api_port)))
     return 0
+
+
+def server_container(embedded_python: bool) -> Container | int:
+    """What both servers do before serving: settings, logging, PYTHON_PACKAGES_AUTO_INSTALL. When they
+    cannot start: the exit status (2 a bad setting, 1 a failed install), after one `error:` line."""
+    try:
+        container = build_container()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings: Settings = container.settings()
+    configure_logging(settings.log_level, settings.log_format)
+    python_here = embedded_python or not settings.python_api_url
+    if python_here and not install_python_packages(settings):
+        return 1
+    return container
+
+
+def install_python_packages(settings: Settings) -> bool:
+    """PYTHON_PACKAGES_AUTO_INSTALL before the server starts, so a failure is one clear message (pip's
+    own words), not a lifespan traceback. The runtime's start then finds them in place."""
+    if not settings.python_packages_auto_install:
+        return True
+    requirements = settings.python_packages_auto_install
+    try:
+        asyncio.run(install_packages(sys.executable, settings.python_packages_dir, requirements))
+    except PackageInstallError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def hypercorn_config(settings: Settings, port: int | None = None) -> Config:
