@@ -42,7 +42,7 @@ class SubInterpreter:
     """A subinterpreter holding the sandbox; `call` enters it on the calling thread."""
 
     def __init__(self, config: str) -> None:
-        self.interp = interpreters.create()
+        self.interp = new_subinterpreter()
         self.interp.exec(SANDBOX)
         self.call("configure", config)
 
@@ -52,6 +52,16 @@ class SubInterpreter:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.interp.close()
+
+
+def new_subinterpreter() -> Any:
+    if sys.version_info >= (3, 12):
+        return interpreters.create()
+    # 3.11 refuses threads in an isolated subinterpreter, and the sandbox needs one to share the GIL
+    # fairly (see gil_nudger in sandbox.py). A "legacy" interpreter allows them; fork and exec stay
+    # out of reach: user code cannot import os or subprocess unless an operator allows it.
+    legacy = interpreters._interpreters.create("legacy", reqrefs=True)
+    return interpreters.Interpreter(legacy, _ownsref=True)
 
 
 class MainInterpreter:
@@ -97,7 +107,8 @@ class Kernel:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.mode = config["mode"]
-        self.sandbox_config = json.dumps(config["sandbox"])
+        shared_gil = self.mode == "pool" and sys.version_info < (3, 12)
+        self.sandbox_config = json.dumps({**config["sandbox"], "nudgeGil": shared_gil})
         self.slots: dict[str, Slot] = {}
         self.spare: SubInterpreter | None = None
         self.spare_lock = threading.Lock()

@@ -10,6 +10,7 @@ import ast
 import asyncio
 import base64
 import builtins
+import contextlib
 import contextvars
 import datetime
 import decimal
@@ -22,6 +23,7 @@ import threading
 import time
 import traceback
 import types
+from collections.abc import Iterator
 from typing import Any
 
 # Dunder attributes user code may name: the ones ordinary classes need. Everything else that starts
@@ -458,7 +460,8 @@ class Workspace:
         token = _current.set(capture)
         started = time.perf_counter()
         try:
-            reply = self.call(request)
+            with gil_nudger():
+                reply = self.call(request)
         finally:
             _current.reset(token)
         reply["durationMs"] = (time.perf_counter() - started) * 1000
@@ -478,6 +481,32 @@ class Workspace:
                 return {"status": "needs_main", "error": error_of(exc, names)}
             return {"status": "failed", "error": error_of(exc, names)}
         return {"status": "succeeded", "result": result}
+
+
+@contextlib.contextmanager
+def gil_nudger() -> Iterator[None]:
+    """On Python < 3.12, keep a busy run from holding the GIL that every interpreter of the kernel shares.
+
+    A 3.11 thread waiting for the GIL asks for it through its *own* interpreter's eval breaker, which
+    a thread looping in another interpreter never reads: the kernel's main thread would wait for the
+    whole run. A thread of this interpreter waking every 5 ms asks in the right place.
+    """
+    if not CONFIG.get("nudgeGil"):
+        yield
+        return
+    done = threading.Event()
+    nudger = threading.Thread(target=_nudge, args=(done,), daemon=True)
+    nudger.start()
+    try:
+        yield
+    finally:
+        done.set()
+        nudger.join()  # a 3.11 interpreter with a second thread refuses the next call
+
+
+def _nudge(done: threading.Event) -> None:
+    while not done.wait(0.005):
+        pass
 
 
 def finish(reply: dict[str, Any]) -> str:

@@ -324,15 +324,8 @@ async def test_a_save_returns_a_readable_main_py(python: PythonRuntime) -> None:
 
 
 def _kernel_pythons() -> list[Any]:
-    """The service's own Python, and any 3.12/3.13 found; a shared GIL (< 3.12) is a known failure."""
-    shared_gil = pytest.mark.xfail(
-        sys.version_info < (3, 12),
-        reason="Python < 3.12: subinterpreters of one kernel share a GIL, and a busy one holds it",
-        strict=True,
-    )
-    params = [
-        pytest.param(sys.executable, id=f"{sys.version_info[0]}.{sys.version_info[1]}", marks=shared_gil)
-    ]
+    """The service's own Python, and any 3.12/3.13 found (3.11 shares one GIL between interpreters)."""
+    params = [pytest.param(sys.executable, id=f"{sys.version_info[0]}.{sys.version_info[1]}")]
     for version, binary in OTHER_PYTHONS.items():
         marks = [] if binary else [pytest.mark.skip(reason=f"no working python{version} here")]
         params.append(pytest.param(binary or "", id=version, marks=marks))
@@ -350,10 +343,14 @@ async def test_a_busy_workspace_does_not_stall_another_on_the_same_kernel(kernel
         assert (await service.run("calm", "hi")).result == "hi"
         busy = asyncio.create_task(service.run("busy", "burn"))
         await asyncio.sleep(0.2)
-        started = time.monotonic()
-        assert (await service.run("calm", "hi")).result == "hi"
-        took = time.monotonic() - started
-        await busy
-        assert took < 0.5, f"a run of another workspace waited {took:.2f} s for the busy one"
+        waits: list[float] = []
+        while not busy.done():
+            started = time.monotonic()
+            assert (await service.run("calm", "hi")).result == "hi"
+            waits.append(time.monotonic() - started)
+            await asyncio.sleep(0.01)
+        assert (await busy).status is Status.SUCCEEDED
+        assert len(waits) > 5, "the busy run ended before the calm one could be measured"
+        assert max(waits) < 0.5, f"a run of another workspace waited {max(waits):.2f} s for the busy one"
     finally:
         await runtime.aclose()
