@@ -1,0 +1,79 @@
+"""The hostile suite's service: a real `functions serve` process with secrets planted in its environment.
+
+Attacks go through HTTP as a tenant's code would. After each attack, `survived()` checks that the
+service still answers a hello in a workspace of its own within a second.
+"""
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.serving import serving
+
+CANARY = f"canary-{uuid.uuid4().hex}"
+API_KEY = f"key-{uuid.uuid4().hex}"
+TIMEOUT_MS = 1500
+
+
+class Tenant:
+    """A client of the service under attack: save workspaces, run their functions, check it survived."""
+
+    def __init__(self, url: str, storage: Path) -> None:
+        self.url, self.storage = url, storage
+        self.http = httpx.Client(base_url=url, headers={"authorization": f"Bearer {API_KEY}"}, timeout=30.0)
+
+    def save(self, workspace: str, functions: dict[str, Any], language: str = "nodejs") -> httpx.Response:
+        body = {
+            "functions": {
+                name: {"language": language, **(spec if isinstance(spec, dict) else {"code": spec})}
+                for name, spec in functions.items()
+            }
+        }
+        return self.http.post(f"/v2/functions/{workspace}", json=body)
+
+    def run(self, workspace: str, function: str, params: Any = None) -> httpx.Response:
+        body = {} if params is None else {"parameters": params}
+        return self.http.post(f"/v2/functions/{workspace}/run/{function}", json=body)
+
+    def attack(
+        self, code: str, params: Any = None, language: str = "nodejs", workspace: str = "attacker"
+    ) -> httpx.Response:
+        """Save `code` as the only function of `workspace` and run it once; the save must succeed."""
+        saved = self.save(workspace, {"f": code}, language)
+        assert saved.status_code == 200, saved.text
+        return self.run(workspace, "f", params)
+
+    def survived(self, language: str = "nodejs") -> None:
+        """Another workspace still answers a hello, within a second."""
+        workspace = f"bystander-{language}"
+        code = "return 'hello'"
+        if self.http.get(f"/v2/functions/{workspace}").status_code != 200:
+            assert self.save(workspace, {"hello": code}, language).status_code == 200
+        started = time.monotonic()
+        answer = self.run(workspace, "hello")
+        took = time.monotonic() - started
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["result"] == "hello"
+        assert took < 1.0, f"the bystander's hello took {took:.2f} s"
+
+
+@pytest.fixture(scope="session")
+def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenant]:
+    storage = tmp_path_factory.mktemp("hostile")
+    environ = {
+        "FUNCTIONS_API_KEY": API_KEY,
+        "SECRET_CANARY": CANARY,
+        "NPM_CONFIG__AUTH": CANARY,  # a registry token, as an operator would set one
+        "FUNCTIONS_RUN_TIMEOUT": str(TIMEOUT_MS),
+        "PYTHON_FUNCTIONS_RUN_TIMEOUT": str(TIMEOUT_MS),
+        "KERNEL_POOL_SIZE": "2",
+    }
+    with serving(storage, **environ) as url:
+        client = Tenant(url, storage)
+        yield client
+        client.http.close()
