@@ -8,7 +8,6 @@ only the standard library. User code gets its own globals with restricted builti
 
 import _thread
 import ast
-import asyncio
 import base64
 import builtins
 import contextlib
@@ -473,7 +472,9 @@ class Workspace:
         names = set(self.functions)
         try:
             result = self.functions[request["fn"]](**request["params"])
-            if asyncio.iscoroutine(result):
+            if isinstance(result, types.CoroutineType):
+                import asyncio  # on demand: importing it costs each interpreter about 3 MiB
+
                 result = asyncio.run(result)
         except MemoryError:
             return {"status": "resource_limit", "error": {"name": "MemoryError", "message": "out of memory"}}
