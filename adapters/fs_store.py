@@ -276,9 +276,12 @@ def _stage(folder: Path, name: str, data: bytes) -> Path:
         while view:
             view = view[os.write(fd, view) :]
         os.fsync(fd)
-    except BaseException:
+    except BaseException as exc:
         with suppress(OSError):
             os.unlink(scratch)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # write and fsync name no file: the error names the one being saved, for the answer and the log
+            raise OSError(exc.errno, exc.strerror, str(folder / name)) from exc
         raise
     finally:
         os.close(fd)

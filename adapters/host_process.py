@@ -9,7 +9,7 @@ import contextlib
 import itertools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from domain.errors import CompileError, InvalidRequest, Unavailable
@@ -52,10 +52,17 @@ class _Lines(asyncio.SubprocessProtocol):
 class HostProcess:
     """One started host. Requests wait for the reply with their id; if the host dies they get Unavailable."""
 
-    def __init__(self, argv: Sequence[str], name: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        name: str,
+        env: Mapping[str, str] | None = None,
+        on_closed: Callable[[], None] | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.name = name
         self.env = dict(env or {})  # only what the host needs: none of the service's variables
+        self.on_closed = on_closed  # after the process has ended (its scratch folder goes)
         self.ready: Message = {}
         self.exit_reason = ""
         self._ids = itertools.count(1)
@@ -77,6 +84,9 @@ class HostProcess:
                 start_new_session=True,  # a signal to the service's group does not hit the host first
             )
         except OSError as exc:
+            self._closed.set()
+            if self.on_closed is not None:
+                self.on_closed()
             raise Unavailable(f"the {self.name} host could not start: {exc}") from None
         self._stdin = self._transport.get_pipe_transport(0)  # type: ignore[assignment]
         try:
@@ -189,6 +199,8 @@ class HostProcess:
                 future.exception()
         if self._transport is not None:
             self._transport.close()
+        if self.on_closed is not None:
+            self.on_closed()
 
 
 # -- what both hosts answer ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import shutil
+import subprocess
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -21,11 +22,16 @@ from attrs import define
 from adapters.host_process import HostProcess, Message, outcome_of, raise_compile_errors
 from adapters.node_script import compile_sources, generate_script
 from adapters.residency import least_recently_used
+from adapters.walls import HostPlan, Launch, Wall, Walls
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Workspace
 
 HOST_SCRIPT = Path(__file__).resolve().parent.parent / "runtimes" / "node" / "host.mjs"
 MIN_NODE_MAJOR = 20
+QUIET_WARNINGS = (20, 11)  # --disable-warning: the permission model's start-up warnings are not news
+# Many workers reserve far more address space than they use (V8 code ranges, 10 GB per WebAssembly memory):
+# an address-space limit would crash the host, so V8's heap limit per worker bounds memory instead.
+NODE_OPEN_FILES = 4096
 log = logging.getLogger("functions.node")
 
 
@@ -58,6 +64,9 @@ class NodeRuntime:
         node_binary: str = "node",
         max_result_bytes: int = 10 * 1024 * 1024,
         restart_backoff_s: tuple[float, float] = (0.1, 5.0),
+        walls: Walls | None = None,
+        only_workspace: str | None = None,
+        native_addons: bool = False,
     ) -> None:
         self.timeout_ms = timeout_ms
         self.max_workers = max_workers
@@ -66,9 +75,14 @@ class NodeRuntime:
         self.restart_backoff_s = restart_backoff_s
         # A workspace's packages live in <packages_root>/<id>/node_modules (None: no packages at all).
         self.packages_root = Path(packages_root).resolve() if packages_root is not None else None
+        self.shared_modules_dir = Path(shared_modules_dir).resolve() if shared_modules_dir else None
+        self.walls = walls
+        self.only_workspace = only_workspace  # set: the host may read this workspace's folder and no other
+        self.native_addons = native_addons
+        self._node_version: tuple[int, int] = (0, 0)
         self.host_config = {
             "builtins": list(builtin_modules),
-            "sharedModules": str(Path(shared_modules_dir).resolve()) if shared_modules_dir else None,
+            "sharedModules": str(self.shared_modules_dir) if self.shared_modules_dir else None,
             "packages": {
                 "allow": list(packages_allowed) if packages_allowed is not None else None,
                 "deny": list(packages_refused),
@@ -94,6 +108,7 @@ class NodeRuntime:
             return
         self.node_binary = binary
         try:
+            self._node_version = await node_version(binary)
             await self._launch()
         except Unavailable as exc:
             self._unavailable(exc.message)
@@ -209,8 +224,46 @@ class NodeRuntime:
 
     # -- the host process -------------------------------------------------------------------------
 
+    def readable(self) -> list[str]:
+        """What the host reads: its scripts, the workspaces' packages (or one's) and the shared modules."""
+        paths = [str(HOST_SCRIPT.parent)]
+        if self.packages_root is not None:
+            folder = self.packages_root / self.only_workspace if self.only_workspace else self.packages_root
+            folder.mkdir(parents=True, exist_ok=True)  # Landlock admits paths that exist when the host starts
+            paths.append(str(folder))
+        if self.shared_modules_dir is not None:
+            paths.append(str(self.shared_modules_dir))
+        return paths
+
+    def permission_flags(self) -> list[str]:
+        """Node's permission model: read only `readable()`, write nothing, start no process."""
+        major, minor = self._node_version
+        if major < MIN_NODE_MAJOR:
+            return []
+        flags = ["--permission" if major >= 22 else "--experimental-permission", "--allow-worker"]
+        flags += [f"--allow-fs-read={path}" for path in self.readable()]
+        if self.native_addons:
+            flags.append("--allow-addons")
+        if (major, minor) >= QUIET_WARNINGS:
+            flags += ["--disable-warning=ExperimentalWarning", "--disable-warning=SecurityWarning"]
+        return flags
+
+    def _launch_plan(self) -> Launch:
+        flags = self.permission_flags()
+        argv = [self.node_binary, *flags, str(HOST_SCRIPT), json.dumps(self.host_config)]
+        if self.walls is None:
+            return Launch(argv)
+        model = (
+            Wall(True, f"{flags[0]}: reads {len(self.readable())} folders, no writes, no child processes")
+            if flags
+            else Wall(False, f"Node.js {self._node_version[0]} has no permission model")
+        )
+        plan = HostPlan("nodejs", self.node_binary, self.readable(), open_files=NODE_OPEN_FILES)
+        return self.walls.launch(plan, argv, extra={"permission_model": model})
+
     async def _launch(self) -> None:
-        host = HostProcess([self.node_binary, str(HOST_SCRIPT), json.dumps(self.host_config)], name="nodejs")
+        launch = self._launch_plan()
+        host = HostProcess(launch.argv, name="nodejs", on_closed=launch.cleanup)
         ready = await host.start()
         major = int(str(ready.get("node", "v0")).lstrip("v").split(".")[0] or 0)
         if major < MIN_NODE_MAJOR:
@@ -266,3 +319,22 @@ class NodeRuntime:
         self._tasks.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None and not self._closing:
             log.error("%s runtime: a background task failed: %s", self.language.value, error)
+
+
+_versions: dict[str, tuple[int, int]] = {}  # binary -> version: asked once, as hosts start by the hundred
+
+
+async def node_version(binary: str) -> tuple[int, int]:
+    """(major, minor) of a Node.js binary; (0, 0) if it does not say."""
+    if binary in _versions:
+        return _versions[binary]
+    # In a thread: a start cancelled meanwhile leaves no half-watched child process behind.
+    done = await asyncio.to_thread(
+        subprocess.run, [binary, "--version"], capture_output=True, text=True, env={}, check=False
+    )
+    parts = done.stdout.strip().lstrip("v").split(".")
+    try:
+        version = _versions[binary] = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return 0, 0
+    return version

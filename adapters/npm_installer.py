@@ -120,7 +120,12 @@ class NpmInstaller:
         if unchanged:
             self._counts["unchanged"] += 1
             return None
-        staging = await to_thread.run_sync(self._new_staging, workspace_id, wanted, folder)
+        try:
+            staging = await to_thread.run_sync(self._new_staging, workspace_id, wanted, folder)
+        except OSError as exc:  # a full or read-only disk
+            raise Unavailable(
+                f"storage failed while installing the packages of {workspace_id!r}: {exc}"
+            ) from exc
         try:
             if wanted:
                 await self._install(staging, wanted)
@@ -129,7 +134,9 @@ class NpmInstaller:
         except BaseException as exc:
             await to_thread.run_sync(lambda: shutil.rmtree(staging, ignore_errors=True))
             if isinstance(exc, OSError):
-                raise Unavailable(f"installing the packages of {workspace_id!r} failed: {exc}") from exc
+                raise Unavailable(
+                    f"storage failed while installing the packages of {workspace_id!r}: {exc}"
+                ) from exc
             raise
         return swap
 
@@ -138,6 +145,10 @@ class NpmInstaller:
             code, output = await self._npm(staging)
         if code != 0:
             self._counts["failed"] += 1
+            if "ENOSPC" in output:  # npm's own writes hit a full disk: the storage failed, not the package
+                raise Unavailable(
+                    f"storage failed while npm installed {', '.join(sorted(wanted))}: disk full"
+                )
             raise self._failure(wanted, code, output)
         try:
             await to_thread.run_sync(_check_installed, staging, wanted, self.rules)

@@ -9,8 +9,10 @@ workspaces need a kernel of their own (packages with native code run in a main i
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from importlib.util import find_spec
@@ -23,10 +25,12 @@ from adapters.host_process import HostProcess, Message, outcome_of, raise_compil
 from adapters.python_packages import install_packages, installed_modules
 from adapters.python_script import function_specs, generate_main, imported_modules
 from adapters.residency import least_recently_used
+from adapters.walls import HostPlan, Launch, Walls
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Status, Workspace
 
 KERNEL_SCRIPT = Path(__file__).resolve().parent.parent / "runtimes" / "python" / "kernel.py"
+KERNEL_OPEN_FILES = 256  # as the kernel sets for itself
 REFUSED_MODULES = ("logging.config",)  # dictConfig imports whatever callable its dict names
 log = logging.getLogger("functions.python")
 
@@ -75,9 +79,14 @@ class PythonRuntime:
         pip_options: Sequence[str] = (),
         max_result_bytes: int = 10 * 1024 * 1024,
         restart_backoff_s: tuple[float, float] = (0.1, 5.0),
+        dedicated_kernels: bool = False,
+        walls: Walls | None = None,
     ) -> None:
         self.timeout_ms = timeout_ms
-        self.pool_size = max(1, pool_size)
+        # FUNCTIONS_ISOLATION=dedicated: every workspace in a kernel process of its own; the pool then only
+        # compiles and inspects packages, which one kernel does.
+        self.dedicated_kernels = dedicated_kernels
+        self.pool_size = 1 if dedicated_kernels else max(1, pool_size)
         self.max_memory_mb = max_memory_mb
         self.max_workspaces = max_workspaces
         self.idle_timeout_s = idle_timeout_s
@@ -89,10 +98,12 @@ class PythonRuntime:
         self.packages_whitelist = list(packages_whitelist)
         self.max_result_bytes = max_result_bytes
         self.restart_backoff_s = restart_backoff_s
+        self.walls = walls
         self.restarts = 0
         self._pool: list[Kernel] = []
         self._spare: Kernel | None = None
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
+        self._loading: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._main_only: set[str] = set()  # workspaces that need a main interpreter (a kernel of their own)
         self._native: dict[str, bool] = {}  # module -> ships native code (asked once per module)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -217,6 +228,16 @@ class PythonRuntime:
         if entry is not None and entry.revision == workspace.revision and entry.kernel.alive:
             self._loaded.move_to_end(workspace.id)
             return entry
+        # Two first runs at once must not both launch a kernel of its own for the workspace: one loads it.
+        lock = self._loading.setdefault(workspace.id, asyncio.Lock())
+        async with lock:
+            return await self._load(workspace)
+
+    async def _load(self, workspace: Workspace) -> Loaded:
+        entry = self._loaded.get(workspace.id)
+        if entry is not None and entry.revision == workspace.revision and entry.kernel.alive:
+            self._loaded.move_to_end(workspace.id)
+            return entry  # a run that waited for another's load
         if entry is not None:
             await self.evict(workspace.id)
         kernel = await self._kernel_for(workspace)
@@ -228,7 +249,11 @@ class PythonRuntime:
         return entry
 
     async def _kernel_for(self, workspace: Workspace) -> Kernel:
-        if workspace.id in self._main_only or await self._uses_native_code(workspace):
+        if (
+            self.dedicated_kernels
+            or workspace.id in self._main_only
+            or await self._uses_native_code(workspace)
+        ):
             return await self._launch(dedicated=True)
         live = [k for k in self._pool if k.alive]
         if not live:
@@ -278,12 +303,38 @@ class PythonRuntime:
 
     # -- kernel processes -------------------------------------------------------------------------
 
-    def _kernel_config(self, dedicated: bool) -> str:
+    def _kernel_path(self) -> list[str]:
         path = [str(self.packages_dir)] if self.packages_dir is not None else []
         if self.python_binary != sys.executable:  # another Python: lend it the backport (pure Python)
             spec = find_spec("backports.interpreters")
             if spec is not None and spec.origin:
                 path.append(str(Path(spec.origin).parent.parent.parent))
+        return path
+
+    def _readable(self) -> list[str]:
+        """What a kernel reads: its Python (prefix and, for a venv, the base), its scripts and packages."""
+        if self.python_binary == sys.executable:
+            prefixes = [sys.prefix, sys.base_prefix]
+        else:
+            prefixes = [str(Path(os.path.realpath(self.python_binary)).parent.parent)]
+        return [*prefixes, str(KERNEL_SCRIPT.parent), *self._kernel_path()]
+
+    def _launch_plan(self, dedicated: bool) -> Launch:
+        argv = [self.python_binary, "-I", str(KERNEL_SCRIPT), self._kernel_config(dedicated)]
+        if self.walls is None:
+            return Launch(argv)
+        plan = HostPlan(
+            "python",
+            self.python_binary,
+            self._readable(),
+            address_space_mb=self.max_memory_mb,
+            open_files=KERNEL_OPEN_FILES,
+            scratch=True,  # tempfile works in functions, in a folder of the kernel's own
+        )
+        return self.walls.launch(plan, argv)
+
+    def _kernel_config(self, dedicated: bool) -> str:
+        path = self._kernel_path()
         sandbox = {
             "builtins": self.builtin_modules,
             "packages": self.packages_whitelist,
@@ -305,8 +356,8 @@ class PythonRuntime:
             "PYTHONDONTWRITEBYTECODE": "1",
             "LANG": "C.UTF-8",
         }
-        argv = [self.python_binary, "-I", str(KERNEL_SCRIPT), self._kernel_config(dedicated)]
-        host = HostProcess(argv, name="python", env=env)
+        launch = self._launch_plan(dedicated)
+        host = HostProcess(launch.argv, name="python", env=env, on_closed=launch.cleanup)
         try:
             ready = await host.start(ready_timeout_s=30.0)
         except asyncio.CancelledError:  # closing while a spare boots: no orphan kernel

@@ -1,19 +1,22 @@
 """The composition root: the one place that names adapters. Building it starts nothing."""
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+import operator
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import anyio
 from dependency_injector import containers, providers
 
 from adapters.codec import make_body_converter
+from adapters.dedicated_runtime import DedicatedRuntime
 from adapters.fs_store import FileSystemStore
 from adapters.node_runtime import NodeRuntime
 from adapters.npm_installer import NpmInstaller
 from adapters.npm_rules import PackageRules
 from adapters.python_runtime import PythonRuntime
 from adapters.remote_python import RemotePythonRuntime
+from adapters.walls import Walls
 from domain.model import Language
 from domain.usecases import Workspaces
 from entrypoints.metrics import Metrics, metered
@@ -23,11 +26,22 @@ from ports.runtime import Runtime
 log = logging.getLogger(__name__)
 
 
+def one_host_per_workspace(make_host: Callable[..., Runtime]) -> Callable[[str], Runtime]:
+    """Workspace id -> a Node runtime of its own, whose host may read only that workspace's folder."""
+    return lambda workspace_id: make_host(only_workspace=workspace_id, max_workers=1)
+
+
+def compile_checker(make_host: Callable[..., Runtime]) -> Runtime:
+    return make_host(packages_root=None, max_workers=1)
+
+
 class Container(containers.DeclarativeContainer):
     """Settings in, the service's objects out; tests override `store` and `runtimes`."""
 
     settings = providers.Dependency(instance_of=Settings)
     store = providers.Singleton(FileSystemStore, root=settings.provided.storage_dir)
+    # The operating-system walls of every host (FUNCTIONS_SANDBOX), asked of the machine once.
+    walls = providers.Singleton(Walls, sandbox=settings.provided.sandbox)
     # The embedded Python runtime; LRU and idle eviction reuse the Node settings (one policy, two runtimes).
     local_python = providers.Singleton(
         PythonRuntime,
@@ -40,6 +54,8 @@ class Container(containers.DeclarativeContainer):
         packages_auto_install=settings.provided.python_packages_auto_install,
         max_workspaces=settings.provided.workers_max_lru,
         idle_timeout_s=settings.provided.node_idle_timeout_s,
+        dedicated_kernels=providers.Callable(operator.eq, settings.provided.isolation, "dedicated"),
+        walls=walls,
     )
     remote_python = providers.Singleton(
         RemotePythonRuntime,
@@ -53,20 +69,38 @@ class Container(containers.DeclarativeContainer):
         local=local_python,
         remote=remote_python,
     )
+    # A Node host with the service's settings: FUNCTIONS_ISOLATION=shared runs every workspace in one.
+    node_host = providers.Factory(
+        NodeRuntime,
+        timeout_ms=settings.provided.node_timeout_ms,
+        max_workers=settings.provided.workers_max_lru,
+        idle_timeout_s=settings.provided.node_idle_timeout_s,
+        max_old_generation_mb=settings.provided.node_max_old_generation_mb,
+        builtin_modules=settings.provided.node_builtin_modules,
+        packages_root=settings.provided.storage_dir,  # <storage>/<id>/node_modules, as the store's
+        shared_modules_dir=settings.provided.shared_node_modules_dir,
+        packages_allowed=settings.provided.nodejs_packages_whitelist,
+        packages_refused=settings.provided.nodejs_packages_blacklist,
+        walls=walls,
+        native_addons=settings.provided.nodejs_native_addons,
+    )
+    # FUNCTIONS_ISOLATION=dedicated: a host per workspace, walled into its folder; saves are compile-checked
+    # (parsed, nothing run) by one host that sees no workspace folder at all.
+    dedicated_node = providers.Singleton(
+        DedicatedRuntime,
+        factory=providers.Callable(one_host_per_workspace, node_host.provider),
+        language=Language.NODEJS,
+        max_hosts=settings.provided.workers_max_lru,
+        idle_timeout_s=settings.provided.node_idle_timeout_s,
+        checker=providers.Callable(compile_checker, node_host.provider),
+    )
     # A registry by language: the Python runtime joins it under Language.PYTHON.
     runtimes = providers.Dict(
         {
-            Language.NODEJS: providers.Singleton(
-                NodeRuntime,
-                timeout_ms=settings.provided.node_timeout_ms,
-                max_workers=settings.provided.workers_max_lru,
-                idle_timeout_s=settings.provided.node_idle_timeout_s,
-                max_old_generation_mb=settings.provided.node_max_old_generation_mb,
-                builtin_modules=settings.provided.node_builtin_modules,
-                packages_root=settings.provided.storage_dir,  # <storage>/<id>/node_modules, as the store's
-                shared_modules_dir=settings.provided.shared_node_modules_dir,
-                packages_allowed=settings.provided.nodejs_packages_whitelist,
-                packages_refused=settings.provided.nodejs_packages_blacklist,
+            Language.NODEJS: providers.Selector(
+                settings.provided.isolation,
+                shared=providers.Singleton(node_host),
+                dedicated=dedicated_node,
             ),
             Language.PYTHON: python_runtime,
         }

@@ -153,7 +153,12 @@ class Service:
         runtimes = {lang.value: dict(rt.health()) for lang, rt in self.workspaces.runtimes.items()}
         healthy = all(health.get("status") == "ok" for health in runtimes.values())
         status = "ok" if healthy else "degraded"
-        return {"status": status, "ready": self.ready, "state": self.gate.state, "runtimes": runtimes}
+        report: dict[str, Json] = {"status": status, "ready": self.ready, "state": self.gate.state}
+        report["runtimes"] = runtimes
+        walls = getattr(self.container, "walls", None)  # a container built by hand may have none
+        if walls is not None and (walled := walls().report())["hosts"]:  # once a host has been started
+            report["walls"] = walled
+        return report
 
     async def stop(self, grace_s: float | None = None) -> int:
         """Stop taking runs and let those in flight finish (SHUTDOWN_GRACE_PERIOD by default)."""

@@ -41,13 +41,14 @@ EXAMPLE_BODY = {
     "disableNpmRegistry": False,
 }
 
+# A null stands for a field left out (the original service's clients send some), so it is declared.
 SCHEMAS: Doc = {
     "Parameter": {
         "type": "object",
         "description": "A declared run parameter, JSON-Schema-like. Unknown keys are kept.",
         "properties": {
-            "type": {"enum": [t.value for t in ParamType]},
-            "description": {"type": "string"},
+            "type": {"enum": [*(t.value for t in ParamType), None]},
+            "description": {"type": ["string", "null"]},
             "default": {"description": "used when the run does not give this parameter"},
         },
         "additionalProperties": True,
@@ -57,8 +58,8 @@ SCHEMAS: Doc = {
         "required": ["code"],
         "properties": {
             "code": {"type": "string", "description": "the body of an (async) function"},
-            "language": {"enum": [lang.value for lang in Language], "default": "nodejs"},
-            "parameters": {"type": "object", "additionalProperties": ref("Parameter")},
+            "language": {"enum": [*(lang.value for lang in Language), None], "default": "nodejs"},
+            "parameters": {"type": ["object", "null"], "additionalProperties": ref("Parameter")},
         },
         "additionalProperties": True,
     },
@@ -73,8 +74,8 @@ SCHEMAS: Doc = {
                 "propertyNames": {"pattern": f"^{FUNCTION_NAME.pattern}$"},
                 "additionalProperties": ref("Function"),
             },
-            "dependencies": {"type": "object", "additionalProperties": {"type": "string"}},
-            "disableNpmRegistry": {"type": "boolean", "default": False},
+            "dependencies": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+            "disableNpmRegistry": {"type": ["boolean", "null"], "default": False},
         },
         "additionalProperties": True,
     },
@@ -85,7 +86,7 @@ SCHEMAS: Doc = {
     },
     "RunRequest": {
         "type": "object",
-        "properties": {"parameters": {"type": "object", "default": {}}},
+        "properties": {"parameters": {"type": ["object", "null"], "default": {}}},
     },
     "LogEntry": {
         "type": "object",

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from adapters.codec import workspace_from_body
 from adapters.remote_python import PROTOCOL, REVISION_UNKNOWN, outcome_to_wire
+from adapters.walls import Walls
 from domain.errors import DomainError, InvalidRequest
 from domain.model import Json, Outcome, Status, Workspace, check_function_name, check_workspace_id
 from entrypoints.bodies import JsonResponse, read_json
@@ -114,7 +115,11 @@ async def evict(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    return JsonResponse({**request.app.state.runtime.health(), "protocol": PROTOCOL})
+    report = {**request.app.state.runtime.health(), "protocol": PROTOCOL}
+    walls: Walls | None = getattr(request.app.state.runtime, "walls", None)  # the kernels' own, if any
+    if walls is not None:
+        report["walls"] = walls.report()
+    return JsonResponse(report)
 
 
 async def on_domain_error(request: Request, exc: Exception) -> Response:

@@ -69,6 +69,9 @@ class Settings:
     log_format: str = "json"
     metrics_workspace_labels: bool = True  # off: runs counted by language and outcome only
     shutdown_grace_s: int = 25  # the 20 s default run timeout fits, under Kubernetes' 30 s stop grace
+    isolation: str = "shared"  # shared: one Node host, the kernel pool; dedicated: hosts per workspace
+    sandbox: str = "standard"  # strict: no host starts with an operating-system wall missing
+    nodejs_native_addons: bool = False  # Node's permission model refuses native addons unless this is on
 
 
 # Parsers take the raw text and raise ValueError("expected ...") when it does not fit.
@@ -210,6 +213,9 @@ VARIABLES: tuple[tuple[tuple[str, ...], str, Parser], ...] = (
     (("LOG_FORMAT",), "log_format", choice(*LOG_FORMATS)),
     (("METRICS_WORKSPACE_LABELS",), "metrics_workspace_labels", boolean),
     (("SHUTDOWN_GRACE_PERIOD",), "shutdown_grace_s", integer(0, unit=" of seconds")),
+    (("FUNCTIONS_ISOLATION",), "isolation", choice("shared", "dedicated")),
+    (("FUNCTIONS_SANDBOX",), "sandbox", choice("strict", "standard")),
+    (("NODEJS_NATIVE_ADDONS",), "nodejs_native_addons", boolean),
 )
 
 

@@ -9,6 +9,7 @@ workspaces go on in parallel threads. The kernel never stops a run: the service 
 process when a run overstays its timeout, since a subinterpreter cannot be interrupted.
 """
 
+import collections
 import contextlib
 import importlib.util
 import json
@@ -47,6 +48,15 @@ class SubInterpreter:
         self.call("configure", config)
 
     def call(self, op: str, text: str) -> str:
+        for _ in range(200):
+            try:
+                return self.interp.call(_enter, op, text)  # type: ignore[no-any-return]
+            except RuntimeError as exc:
+                # 3.11: the previous run's GIL nudger has signalled its end but its thread state is
+                # unlinked a moment later; until then the interpreter refuses calls. Wait that out.
+                if "more than one thread" not in str(exc):
+                    raise
+                time.sleep(0.0002)
         return self.interp.call(_enter, op, text)  # type: ignore[no-any-return]
 
     def close(self) -> None:
@@ -86,6 +96,11 @@ class Slot:
         self.workspace, self.revision, self.load = workspace, revision, load
         self.interpreter: SubInterpreter | MainInterpreter | None = None
         self.lock = threading.Lock()  # an interpreter runs one call at a time
+        # Runs wait here, not in threads of their own: under load, a thread per waiting run would
+        # spend the kernel's address-space limit on stacks. One thread drains the queue at a time.
+        self.pending: collections.deque[tuple[dict[str, Any], float]] = collections.deque()
+        self.draining = False
+        self.queue_lock = threading.Lock()
 
     def boot(self, kernel: "Kernel") -> None:
         interpreter = kernel.new_interpreter()
@@ -152,7 +167,36 @@ class Kernel:
         if slot is None or slot.revision != message["revision"]:
             send({"type": "result", "id": message["id"], "status": "not_loaded"})
             return
-        threading.Thread(target=self.run, args=(slot, message, received), daemon=True).start()
+        with slot.queue_lock:
+            slot.pending.append((message, received))
+            if slot.draining:
+                return
+            slot.draining = True
+        try:
+            threading.Thread(target=self.drain, args=(slot,), daemon=True).start()
+        except RuntimeError:  # no thread to be had (memory): those runs fail, the kernel goes on
+            with slot.queue_lock:
+                waiting, slot.draining = list(slot.pending), False
+                slot.pending.clear()
+            for waiting_message, _ in waiting:
+                error = {"name": "MemoryError", "message": "the kernel could not start a thread for the run"}
+                send(
+                    {
+                        "type": "result",
+                        "id": waiting_message["id"],
+                        "status": "resource_limit",
+                        "error": error,
+                    }
+                )
+
+    def drain(self, slot: Slot) -> None:
+        while True:
+            with slot.queue_lock:
+                if not slot.pending:
+                    slot.draining = False
+                    return
+                message, received = slot.pending.popleft()
+            self.run(slot, message, received)
 
     def run(self, slot: Slot, message: dict[str, Any], received: float) -> None:
         with slot.lock:

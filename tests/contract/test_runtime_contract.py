@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from attrs import frozen
 
+from adapters.dedicated_runtime import DedicatedRuntime
 from adapters.memory_store import InMemoryStore
 from adapters.node_runtime import NodeRuntime
 from domain.errors import CompileError
@@ -50,6 +51,17 @@ def node_runtime(**overrides: Any) -> NodeRuntime:
     return NodeRuntime(**{**settings, **overrides})
 
 
+def dedicated_node_runtime() -> DedicatedRuntime:
+    """FUNCTIONS_ISOLATION=dedicated: a Node host per workspace, saves checked by a shared one."""
+    return DedicatedRuntime(
+        lambda _workspace_id: node_runtime(max_workers=1),
+        language=Language.NODEJS,
+        max_hosts=50,
+        idle_timeout_s=3600,
+        checker=node_runtime(max_workers=1, packages_root=None),
+    )
+
+
 def remote_over_fake() -> InProcessRemote:
     fake = ScriptedRuntime(programs=PROGRAMS, language=Language.PYTHON, timeout_s=TIMEOUT_S)
     return InProcessRemote(fake, timeout_ms=int(TIMEOUT_S * 1000))
@@ -62,6 +74,16 @@ KITS: dict[str, tuple[Kit, list[pytest.MarkDecorator]]] = {
     ),
     "node": (
         Kit(node_runtime, "return parameters;", "throw new Error('boom');", "while (true) {}", "return 1 +;"),
+        [pytest.mark.node],
+    ),
+    "node-dedicated": (
+        Kit(
+            dedicated_node_runtime,
+            "return parameters;",
+            "throw new Error('boom');",
+            "while (true) {}",
+            "return 1 +;",
+        ),
         [pytest.mark.node],
     ),
     "remote-fake": (Kit(remote_over_fake, "echo", "boom", "spin", "?", Language.PYTHON), []),

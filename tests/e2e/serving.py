@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -45,13 +46,17 @@ def serving_process(storage: Path, **environ: str) -> Iterator[tuple[str, "subpr
     """As `serving`, also yielding the process (to signal it); it must end with status 0, no traceback."""
     port = free_port()
     env = {**os.environ, "PORT": str(port), "FUNCTIONS_STORAGE_FILESYSTEM_DIRPATH": str(storage), **environ}
-    server = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        get_json(f"{url}/sys/healthcheck", time.monotonic() + 20)
-        yield url, server
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=20)
+    # The log goes to a file: a pipe read only at the end fills up and blocks a chatty service.
+    with tempfile.TemporaryFile("w+") as log:
+        server = subprocess.Popen([sys.executable, "-c", SERVE], env=env, stderr=log, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            get_json(f"{url}/sys/healthcheck", time.monotonic() + 20)
+            yield url, server
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
+            log.seek(0)
+            err = log.read()
     assert server.returncode == 0, err
     assert "Traceback" not in err, err
