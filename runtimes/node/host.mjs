@@ -32,6 +32,14 @@ function fail(id, status, message, name) {
   send({ type: 'result', id, status, error: name ? { name, message } : { message }, logs: [] });
 }
 
+// A worker's reply is one JSON line for the run it was asked: it must start with that run's id and hold no
+// line break (the service reads one message per line).
+const isReplyLine = (line, id) =>
+  typeof line === 'string' && line.startsWith(`{"type":"result","id":${id},`) && !line.includes('\n');
+
+// The host's permission-model flags, and only those: a worker must live under the same model.
+const PERMISSION_FLAGS = process.execArgv.filter((flag) => /^--(experimental-permission|permission|allow-)/.test(flag));
+
 // One worker thread and the runs in flight on it.
 class WorkerHandle {
   constructor() {
@@ -47,7 +55,7 @@ class WorkerHandle {
       resourceLimits: { maxOldGenerationSizeMb: config.maxOldGenerationSizeMb ?? 100 },
       env: {},
       argv: [],
-      execArgv: [],
+      execArgv: PERMISSION_FLAGS, // without them, Node 20 drops the permission model inside a worker
       stdout: true, // a worker's own stdout must never reach the protocol channel
       stderr: false,
     });
@@ -80,6 +88,10 @@ class WorkerHandle {
     }
     const entry = this.pending.get(message.id);
     if (!entry) return; // its run already timed out
+    if (!isReplyLine(message.line, message.id)) {
+      // A worker runs untrusted code: a line that could answer another run, or split in two, is refused.
+      return this.abandon('failed', 'the workspace worker sent a malformed reply and was stopped', 'Error');
+    }
     clearTimeout(entry.timer);
     this.pending.delete(message.id);
     const coldMs = entry.cold ? (this.readyAt ?? now()) - this.spawnedAt : 0;

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
 import { createRequire, isBuiltin } from 'node:module';
+import { harden } from './harden.mjs';
 
 const hostRequire = createRequire(import.meta.url);
 const WRAPPER = ['exports', 'require', 'module', '__filename', '__dirname', 'process'];
@@ -127,7 +128,11 @@ export function makeRequire({ context, config, folder, ContextError, parse }) {
 
   function builtin(id, from) {
     const bare = id.startsWith('node:') ? id.slice(5) : id;
-    if (allowed.has(bare) || allowed.has(bare.split('/')[0])) return hostRequire(id);
+    if (allowed.has(bare) || allowed.has(bare.split('/')[0])) {
+      const exports = hostRequire(id);
+      harden(exports); // a host module's prototypes are shared with Node's own objects (see harden.mjs)
+      return exports;
+    }
     const list = `NODE_BUILTIN_MODULES (allowed: ${[...allowed].join(', ') || 'none'})`;
     if (!from) throw fail(`require('${id}') is refused: the Node builtin '${bare}' is not in ${list}`);
     throw fail(`package '${from.name}' (${display(from.file)}) requires the Node builtin '${bare}', which is not in ${list}`);

@@ -5,7 +5,9 @@
 import vm from 'node:vm';
 import util from 'node:util';
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { EventEmitter } from 'node:events';
 import { makeRequire } from './modules.mjs';
+import { harden, hardenRealm } from './harden.mjs';
 
 const currentRun = new AsyncLocalStorage();
 const LEVELS = { log: 'log', info: 'info', warn: 'warn', error: 'error', debug: 'debug', trace: 'debug', dir: 'log' };
@@ -87,6 +89,7 @@ function defineOnFirstUse(globals) {
       enumerable: false,
       get() {
         const value = globalThis[name];
+        harden(value);
         Object.defineProperty(globals, name, { value, writable: true, configurable: true });
         return value;
       },
@@ -128,8 +131,21 @@ export function loadWorkspace(script, config, folder) {
     context,
   );
   context.require = makeRequire({ context, config, folder, ContextError: inside.Error, parse: inside.parse });
-  const lines = new vm.Script(script, { filename: 'index.js' }).runInContext(context);
   sealHostRealm();
+  // Every host global is frozen, not only the ones handed in: their prototypes are shared with Node's own
+  // objects (EventEmitter.prototype is in the chain of `process`).
+  const hostGlobals = Reflect.ownKeys(globalThis)
+    .filter((key) => !['process', 'global', 'globalThis'].includes(key))
+    .flatMap((key) => {
+      const described = Reflect.getOwnPropertyDescriptor(globalThis, key);
+      return [described.value, described.get, described.set];
+    });
+  // The console object itself stays the workspace's to change; its methods are host functions.
+  const handedIn = [...Object.values(globals.console), context.require, ...Object.values(HOST_VALUES)];
+  hardenRealm([EventEmitter, ...handedIn, ...hostGlobals]);
+  // Only now the workspace's script: a function body can close its wrapper early (`}, code(), function () {`
+  // compiles both alone and in the script), so user code may already run here, and must meet a sealed realm.
+  const lines = new vm.Script(script, { filename: 'index.js' }).runInContext(context);
   return {
     functions: inside.functions,
     lines,

@@ -1,0 +1,109 @@
+// Freezing the worker's own (host) realm before user code runs. Host objects are handed into the vm
+// context (console, Buffer, URL, require('util'), ...), and through any of them user code reaches the host
+// realm's prototypes. A getter planted on Object.prototype or EventEmitter.prototype is later called by
+// Node itself with `this` set to the worker's real `process` (e.g. reading `process.noDeprecation` for a
+// deprecation warning): a full escape. Frozen prototypes close that whole family of routes.
+import vm from 'node:vm';
+
+// Instances may still override what they inherit (`this._events = ...`, `err.name = ...`): on a frozen
+// prototype such a data property becomes an accessor whose setter defines the property on the instance,
+// so Node's own code keeps working (the "override mistake" of frozen prototypes). Node's prototypes get
+// this for every data property; the language's own for the few names code assigns on instances, so
+// method lookups on them (`array.push`) stay plain data reads.
+const INTRINSIC_OVERRIDES = new Set([
+  'constructor', 'name', 'message', 'toString', 'valueOf', 'toLocaleString', 'toJSON',
+]);
+const frozen = new WeakSet();
+
+// What a bare V8 realm has: the language's intrinsics, none of Node's.
+const INTRINSIC_NAMES = vm
+  .runInNewContext('Object.getOwnPropertyNames(globalThis)')
+  .filter((name) => name !== 'globalThis' && name !== 'console');
+
+function tameOverrides(object, overridable) {
+  for (const key of Reflect.ownKeys(object)) {
+    const described = Reflect.getOwnPropertyDescriptor(object, key);
+    if (!('value' in described) || !described.configurable || !(overridable?.has(key) ?? true)) continue;
+    if (object === Promise.prototype && key === 'constructor') continue; // read by every `await`: kept a plain value
+    const { value } = described;
+    Reflect.defineProperty(object, key, {
+      get: () => value,
+      set(replacement) {
+        if (this === object) {
+          throw new TypeError(`Cannot assign to read only property '${String(key)}' of a frozen prototype`);
+        }
+        Reflect.defineProperty(this, key, { value: replacement, writable: true, enumerable: true, configurable: true });
+      },
+      enumerable: described.enumerable,
+      configurable: false,
+    });
+  }
+}
+
+const isPrototype = (object) => {
+  const described = Reflect.getOwnPropertyDescriptor(object, 'constructor');
+  return typeof described?.value === 'function' && described.value.prototype === object;
+};
+const isPlain = (object) => {
+  const proto = Reflect.getPrototypeOf(object);
+  return proto === null || proto === Object.prototype;
+};
+
+// Freeze `value`, its prototypes and the functions and prototypes reachable from its properties. An
+// instance (an object that is neither a function, a prototype nor a plain namespace) keeps its own state
+// writable, so live objects such as `http.globalAgent` still work: only what it inherits from is frozen.
+export function harden(value, { root = true, prototype = false, overridable = null } = {}) {
+  if ((typeof value !== 'object' && typeof value !== 'function') || value === null || frozen.has(value)) return;
+  frozen.add(value);
+  harden(Reflect.getPrototypeOf(value), { root: false, prototype: true, overridable });
+  const isFunction = typeof value === 'function';
+  const asPrototype = !isFunction && (prototype || isPrototype(value));
+  if (!(root || isFunction || asPrototype || isPlain(value))) return;
+  if (asPrototype) tameOverrides(value, overridable);
+  for (const key of Reflect.ownKeys(value)) {
+    const described = Reflect.getOwnPropertyDescriptor(value, key);
+    const next = { root: false, prototype: isFunction && key === 'prototype', overridable };
+    harden(described.value, next);
+    harden(described.get, next);
+    harden(described.set, next);
+  }
+  freeze(value);
+}
+
+// Object.freeze, except that a data property Node made writable but not configurable stays writable (as
+// `EventEmitter.prototype[kCapture]`, which every emitter sets on itself): it can only ever hold a
+// value, never become a getter, and freezing it would break every emitter.
+function freeze(object) {
+  for (const key of Reflect.ownKeys(object)) {
+    const described = Reflect.getOwnPropertyDescriptor(object, key);
+    if (!described.configurable) continue;
+    const locked = 'value' in described ? { configurable: false, writable: false } : { configurable: false };
+    Reflect.defineProperty(object, key, locked);
+  }
+  Reflect.preventExtensions(object);
+}
+
+// Intrinsics no global names: iterator, generator and async-function prototypes.
+function hiddenIntrinsics() {
+  const proto = Reflect.getPrototypeOf;
+  return [
+    proto([][Symbol.iterator]()),
+    proto(new Map().entries()),
+    proto(new Set().values()),
+    proto(''[Symbol.iterator]()),
+    proto(/x/[Symbol.matchAll]('')),
+    proto(function* () {}),
+    proto(async function () {}),
+    proto(async function* () {}),
+    proto((function* () {})()),
+    proto((async function* () {})()),
+  ];
+}
+
+// The language's intrinsics of this realm, plus the host objects user code can reach.
+export function hardenRealm(hostObjects) {
+  const intrinsic = { overridable: INTRINSIC_OVERRIDES };
+  for (const name of INTRINSIC_NAMES) harden(globalThis[name], intrinsic);
+  for (const object of hiddenIntrinsics()) harden(object, intrinsic);
+  for (const object of hostObjects) harden(object);
+}
