@@ -121,7 +121,10 @@ class NodeRuntime:
             return {}
         host = await self._running_host()
         reply = await host.request(
-            {"type": "compile", "functions": [{"name": s.name, "source": s.text} for s in sources]},
+            {
+                "type": "compile",
+                "functions": [{"name": s.name, "source": s.text, "body": s.body} for s in sources],
+            },
             timeout_s=30.0,
         )
         raise_compile_errors(reply)

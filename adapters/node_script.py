@@ -28,6 +28,7 @@ class Source:
 
     name: str
     text: str
+    body: str  # the code alone: the host also parses it as a function body, which must hold all of it
 
 
 def bindable(name: str) -> bool:
@@ -48,7 +49,8 @@ def function_expression(fn: Function) -> str:
 def compile_sources(workspace: Workspace) -> list[Source]:
     """Each function alone, parenthesized: compiling it proves the body cannot break out of its wrapper."""
     return [
-        Source(name, f"({function_expression(fn)})") for name, fn in workspace.functions_in_nodejs().items()
+        Source(name, f"({function_expression(fn)})", fn.code)
+        for name, fn in workspace.functions_in_nodejs().items()
     ]
 
 

@@ -172,6 +172,8 @@ function takeSpare() {
   return taken;
 }
 
+const AsyncFunction = (async function () {}).constructor; // the host's own: parse only, never called
+
 function compileError(name, err) {
   const stack = String(err?.stack ?? '');
   const where = /^[^\n]*:(\d+)\n[^\n]*\n(\s*)\^/.exec(stack);
@@ -192,11 +194,20 @@ const handlers = {
   },
   compile({ id, functions }) {
     const errors = [];
-    for (const { name, source } of functions) {
+    for (const { name, source, body } of functions) {
       try {
         new vm.Script(source, { filename: name }); // parse only: nothing of it runs here
       } catch (err) {
         errors.push(compileError(name, err));
+        continue;
+      }
+      // `}, code(), function () {` parses inside the wrapper yet closes it: code that would run while
+      // the workspace loads. V8 parses a constructor's body alone and wants one function literal.
+      try {
+        if (body !== undefined) new AsyncFunction('parameters', body);
+      } catch (err) {
+        const message = 'SyntaxError: the code closes its function early (an unmatched "}")';
+        errors.push({ function: name, line: 1, column: 1, message });
       }
     }
     send({ type: 'compiled', id, errors });
