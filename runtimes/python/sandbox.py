@@ -8,6 +8,7 @@ only the standard library. User code gets its own globals with restricted builti
 
 import _thread
 import ast
+import atexit
 import base64
 import builtins
 import contextlib
@@ -18,12 +19,15 @@ import json
 import linecache
 import logging
 import operator
+import os
+import string
 import sys
 import threading
 import time
 import traceback
 import types
-from collections.abc import Iterator
+from _string import formatter_field_name_split  # type: ignore[import-not-found]
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # Dunder attributes user code may name: the ones ordinary classes need. Everything else that starts
@@ -39,7 +43,9 @@ REFUSED_ATTRIBUTES = frozenset(
     "f_globals f_locals f_builtins f_back f_code f_trace tb_frame tb_next gi_frame gi_code cr_frame "
     "cr_code ag_frame ag_code co_code mro".split()
 )
-REFUSED_NAMES = frozenset({"__builtins__", "__loader__", "__spec__"})
+FORMAT_METHODS = frozenset({"format", "format_map"})
+GUARD = "__sandbox_attribute__"  # what `x.format` compiles to: user code cannot name it
+REFUSED_NAMES = frozenset({"__builtins__", "__loader__", "__spec__", GUARD})
 REMOVED_BUILTINS = (
     "open eval exec compile vars globals input breakpoint help exit quit copyright credits license".split()
 )
@@ -52,6 +58,7 @@ CONFIG: dict[str, Any] = {
     "maxEntries": 1000,
     "maxBytes": 1 << 20,
     "maxResultBytes": 10 << 20,
+    "maxErrorChars": 64 << 10,
 }
 _current: contextvars.ContextVar["Capture | None"] = contextvars.ContextVar("capture", default=None)
 
@@ -70,6 +77,17 @@ def refusal(node: ast.AST) -> str | None:
     if isinstance(node, ast.Name) and node.id in REFUSED_NAMES:
         return f"name {node.id!r} is not allowed in functions"
     return None
+
+
+class FormatGuard(ast.NodeTransformer):
+    """`x.format` becomes `__sandbox_attribute__(x, "format")`: str.format walks its arguments by name."""
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        self.generic_visit(node)
+        if node.attr not in FORMAT_METHODS or not isinstance(node.ctx, ast.Load):
+            return node
+        call = ast.Call(ast.Name(GUARD, ast.Load()), [node.value, ast.Constant(node.attr)], [])
+        return ast.copy_location(call, node)
 
 
 def is_async(body: list[ast.stmt]) -> bool:
@@ -106,6 +124,7 @@ def compile_function(spec: dict[str, Any]) -> types.CodeType:
     for node in ast.walk(tree):
         if (why := refusal(node)) is not None:
             raise SyntaxError(why, (name, node.lineno, node.col_offset + 1, None))  # type: ignore[attr-defined]
+    tree = FormatGuard().visit(tree)
     body = tree.body or [ast.Pass()]
     if assigns_result(body):
         body = [*body, ast.Return(ast.Name("result", ast.Load()))]
@@ -198,6 +217,10 @@ class ModuleView:
 def view(module: types.ModuleType) -> ModuleView:
     found = _views.get(module.__name__)
     if found is None:
+        if module.__name__ == "dataclasses":
+            patch_dataclasses(module)
+        if module.__name__ == "weakref":
+            PATCHES["weakref", "finalize"] = finalizer_class()
         found = _views[module.__name__] = ModuleView()
         _modules[id(found)] = module
     return found
@@ -231,7 +254,42 @@ def safe_name(name: Any) -> Any:
 
 
 def safe_getattr(obj: Any, name: str, *default: Any) -> Any:
-    return getattr(obj, safe_name(name), *default)
+    value = getattr(obj, safe_name(name), *default)
+    return guarded_format(value) if name in FORMAT_METHODS else value
+
+
+def format_attribute(obj: Any, name: str) -> Any:
+    return guarded_format(getattr(obj, name))
+
+
+def check_format(text: Any) -> None:
+    """Refuse a format string whose fields read refused attributes (`{0.__class__}`, `{0.gi_frame}`)."""
+    if not isinstance(text, str) or "{" not in text:
+        return
+    for _literal, field, spec, _conversion in string.Formatter().parse(text):
+        if field:
+            _first, rest = formatter_field_name_split(field)
+            for is_attribute, key in rest:
+                if is_attribute:
+                    safe_name(key)
+        if spec:
+            check_format(spec)
+
+
+def guarded_format(value: Any) -> Any:
+    """`str.format` and `str.format_map`, bound or not, check their format string first."""
+    if value is str.format or value is str.format_map:
+        method = value
+
+        def unbound(text: Any, *args: Any, **kwargs: Any) -> Any:
+            check_format(text)
+            return method(text, *args, **kwargs)
+
+        return unbound
+    if isinstance(value, types.BuiltinMethodType) and isinstance(value.__self__, str):
+        if value.__name__ in FORMAT_METHODS:
+            check_format(value.__self__)
+    return value
 
 
 def safe_hasattr(obj: Any, name: str) -> bool:
@@ -250,10 +308,14 @@ def safe_attrgetter(*names: str) -> Any:
     for name in names:
         for part in name.split("."):
             safe_name(part)
+            if part in FORMAT_METHODS:
+                raise AttributeError(f"attrgetter of {part!r} is not allowed in functions")
     return operator.attrgetter(*names)
 
 
 def safe_methodcaller(name: str, *args: Any, **kwargs: Any) -> Any:
+    if name in FORMAT_METHODS:
+        return lambda obj: safe_getattr(obj, name)(*args, **kwargs)
     return operator.methodcaller(safe_name(name), *args, **kwargs)
 
 
@@ -268,9 +330,39 @@ def callable_only(real: Any) -> Any:
     return guarded
 
 
+def at_close(*args: Any, **kwargs: Any) -> Any:
+    # code run when the interpreter closes is run by no one's request, and no timeout stops it
+    raise RuntimeError("atexit callbacks are not available in functions: no run waits for them")
+
+
+def finalizer_class() -> type:
+    """weakref.finalize whose callbacks never run at the interpreter's close (see `at_close`)."""
+    import weakref
+
+    class Finalize(weakref.finalize):  # type: ignore[type-arg]
+        __slots__ = ()
+
+        def __init__(self, obj: Any, func: Any, /, *args: Any, **kwargs: Any) -> None:
+            super().__init__(obj, func, *args, **kwargs)
+            weakref.finalize.atexit.fset(self, False)  # type: ignore[attr-defined]
+
+        @property
+        def atexit(self) -> bool:
+            return False
+
+        @atexit.setter
+        def atexit(self, value: bool) -> None:
+            pass
+
+    Finalize.__name__ = Finalize.__qualname__ = "finalize"
+    Finalize.__module__ = "weakref"
+    return Finalize
+
+
 PATCHES: dict[tuple[str, str], Any] = {
     ("operator", "attrgetter"): safe_attrgetter,
     ("operator", "methodcaller"): safe_methodcaller,
+    ("atexit", "register"): at_close,
 }
 
 
@@ -289,7 +381,209 @@ def restricted_builtins() -> dict[str, Any]:
         delattr=safe_delattr,
         print=user_print,
     )
+    names[GUARD] = format_attribute
     return names
+
+
+# -- containment: what allowed modules may do, whoever calls them --------------------------------------
+
+# Audit events refused outright: processes, native code, code objects, tracing, heap walking.
+REFUSED_EVENTS = frozenset(
+    "os.system os.exec os.posix_spawn os.spawn os.fork os.forkpty os.kill os.killpg "
+    "os.chdir os.symlink os.chmod os.chown os.chflags os.setxattr os.removexattr subprocess.Popen pty.spawn "
+    "sys.settrace sys.setprofile sys._current_frames sys._current_exceptions sys.addaudithook "
+    "sys.setrecursionlimit gc.get_objects gc.get_referrers gc.get_referents ctypes.dlopen ctypes.dlsym "
+    "ctypes.cdata ctypes.call_function socket.sethostname".split()
+)
+# Modules whose import alone hands out the process: other interpreters, native calls.
+REFUSED_IMPORTS = frozenset(
+    "_xxsubinterpreters _xxinterpchannels _interpreters _interpchannels _interpqueues backports.interpreters "
+    "concurrent.interpreters _ctypes ctypes".split()
+)
+# Events on paths: reads must stay in the Python installation and the private folder, writes in it.
+PATH_EVENTS = {
+    "os.listdir": 0,
+    "os.scandir": 0,
+    "os.remove": 0,
+    "os.rmdir": 0,
+    "os.mkdir": 0,
+    "os.truncate": 0,
+}
+WRITE_EVENTS = frozenset(
+    {"os.remove", "os.rmdir", "os.mkdir", "os.truncate", "os.rename", "os.link", "os.utime"}
+)
+READABLE_FILES = ("/etc/mime.types", "/usr/share/zoneinfo")  # what mimetypes and time zones read
+_user: contextvars.ContextVar[bool] = contextvars.ContextVar("user", default=False)
+_roots: dict[str, tuple[str, ...]] = {"read": (), "write": ()}
+_user_files: set[str] = set()  # the file names of user code: its functions' names
+
+
+def contained() -> bool:
+    """A workspace's subinterpreter is contained throughout (also code run at its close, `__del__`, atexit);
+    a dedicated kernel's main interpreter only while user code runs, since the kernel shares it."""
+    return __name__ == "__main__" or _user.get()
+
+
+def audit(event: str, args: tuple[Any, ...]) -> None:
+    if event in REFUSED_EVENTS:
+        if contained():
+            raise PermissionError(f"{event} is not allowed in functions")
+    elif event == "open":
+        if contained():
+            check_open(args[0], args[1], args[2])
+    elif event in PATH_EVENTS or event in WRITE_EVENTS:
+        if contained():
+            for path in args[:2] if event in ("os.rename", "os.link") else args[:1]:
+                check_path(event, path, write=event in WRITE_EVENTS)
+    elif event == "import" and args[0] in REFUSED_IMPORTS and _user.get():  # the kernel imports them
+        raise ImportError(f"import of module {args[0]!r} is not allowed in functions")
+    elif event == "socket.__new__" and contained():
+        check_socket(sys._getframe(1))
+    elif event == "code.__new__" and sys._getframe(1).f_code.co_filename in _user_files:
+        # bytecode made by hand can read and write any memory; the stdlib's own `code.replace` may go on
+        raise PermissionError("code.__new__ is not allowed in functions")
+
+
+def check_socket(frame: types.FrameType) -> None:
+    """User code may make sockets, not adopt a descriptor (`socket(fileno=n)`): it may be another's."""
+    if frame.f_code.co_filename in _user_files:  # the C constructor called directly (through super())
+        raise PermissionError("socket.__new__ is not allowed in functions")
+    if frame.f_locals.get("fileno") is None:
+        return
+    caller: types.FrameType | None = frame
+    while caller is not None and caller.f_code.co_filename == frame.f_code.co_filename:
+        caller = caller.f_back  # out of socket.py (accept() adopts the descriptors it gets)
+    if caller is not None and caller.f_code.co_filename in _user_files:
+        raise PermissionError("socket of an open descriptor is not allowed in functions")
+
+
+def check_open(path: Any, mode: Any, flags: int) -> None:
+    if isinstance(mode, str):
+        write = any(c in mode for c in "wax+")
+    else:
+        write = flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND) != 0
+    if isinstance(path, int):  # an open descriptor: only one of a file in the private folder
+        try:
+            path = os.readlink(f"/proc/self/fd/{path}").removesuffix(" (deleted)")
+        except OSError:
+            path = ""
+    check_path("open", path, write)
+
+
+def check_path(event: str, path: Any, write: bool) -> None:
+    try:
+        real = os.path.realpath(os.fsdecode(path))
+    except (TypeError, ValueError):
+        real = ""
+    roots = _roots["write"] if write else _roots["read"]
+    if not real or not any(real == root or real.startswith(root + os.sep) for root in roots):
+        raise PermissionError(
+            f"{event} of {os.fsdecode(path) if real else path!r} is not allowed in functions"
+        )
+
+
+def private_folder() -> str | None:
+    """A temporary folder of its own, as this interpreter's TMPDIR: tempfile works, nothing else writes."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    folder = os.path.join(os.path.realpath(base), f"functions-{os.urandom(8).hex()}")
+    try:
+        os.mkdir(folder, 0o700)
+    except OSError:
+        return None
+    # this interpreter's own os.environ only: putenv would change every interpreter's process environment
+    os.environ._data[os.environ.encodekey("TMPDIR")] = os.environ.encodevalue(folder)  # type: ignore[attr-defined]
+    atexit.register(remove_folder, folder)  # when the interpreter closes
+    return folder
+
+
+def remove_folder(folder: str) -> None:
+    import shutil  # only now: each interpreter's imports cost memory under the kernel's address-space limit
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def install_containment() -> None:
+    readable = {os.path.dirname(os.__file__), *sys.path, *CONFIG.get("path", []), *READABLE_FILES}
+    # a dedicated kernel's main interpreter holds one workspace: the kernel's own TMPDIR is its folder
+    mine = private_folder() if __name__ == "__main__" else os.environ.get("TMPDIR")
+    writable = (os.path.realpath(mine),) if mine else ()
+    _roots["read"] = tuple(os.path.realpath(folder) for folder in readable if folder) + writable
+    _roots["write"] = writable
+    sys.addaudithook(audit)
+    patch_stdlib()
+
+
+def real_builtins(names: Any) -> bool:
+    """Whether a namespace is a module's (typing passes a class's module globals as locals too)."""
+    return isinstance(names, dict) and names.get("__builtins__") in (builtins, vars(builtins))
+
+
+def replace(owner: Any, name: str, guard: Callable[[Any], Any]) -> None:
+    """Put `guard(original)` in the place of `owner.name`: modules are per interpreter, so only here."""
+    setattr(owner, name, guard(getattr(owner, name)))
+
+
+def patch_stdlib() -> None:
+    """Close the stdlib's own routes to `eval`/`exec` of text and to attribute walking by name."""
+    import typing  # already loaded by this file
+
+    def evaluate(real: Any) -> Any:
+        def guarded(self: Any, globalns: Any, localns: Any, *rest: Any) -> Any:
+            # eval() of an annotation string: in a module's globals it would run with that module's
+            # names and the real builtins; fresh globals would get the real builtins. Give it ours.
+            if not isinstance(globalns, dict) or any(real_builtins(names) for names in (globalns, localns)):
+                raise NameError("annotations as text are evaluated only with the globals of functions")
+            if "__builtins__" not in globalns:
+                globalns = {**globalns, "__builtins__": BUILTINS}
+            return real(self, globalns, localns, *rest)
+
+        return guarded
+
+    def get_field(real: Any) -> Any:
+        def guarded(self: Any, field_name: str, args: Any, kwargs: Any) -> Any:
+            check_format("{" + field_name + "}")
+            return real(self, field_name, args, kwargs)
+
+        return guarded
+
+    def style_format(real: Any) -> Any:
+        def guarded(self: Any, record: logging.LogRecord) -> Any:
+            check_format(self._fmt)
+            return real(self, record)
+
+        return guarded
+
+    def start_thread(real: Any) -> Any:
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            # a thread of user code would outlive its run, untimed (and hold a 3.11 interpreter's GIL)
+            if contained():
+                raise RuntimeError("threads are not allowed in functions")
+            return real(*args, **kwargs)
+
+        return guarded
+
+    replace(typing.ForwardRef, "_evaluate", evaluate)
+    replace(string.Formatter, "get_field", get_field)
+    replace(logging.StrFormatStyle, "_format", style_format)
+    # 3.13 starts threads through `_start_joinable_thread`, older versions through `_start_new_thread`
+    joinable = hasattr(threading, "_start_joinable_thread")
+    replace(threading, "_start_joinable_thread" if joinable else "_start_new_thread", start_thread)
+
+
+def patch_dataclasses(dataclasses: types.ModuleType) -> None:
+    """On first use only: dataclasses imports inspect, several MiB an interpreter."""
+
+    def process_class(real: Any) -> Any:
+        def guarded(cls: type, *args: Any) -> Any:
+            # dataclasses write field names into source text that they exec
+            for name in cls.__dict__.get("__annotations__", {}):
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise TypeError(f"field names must be identifiers: {name!r}")
+            return real(cls, *args)
+
+        return guarded
+
+    replace(dataclasses, "_process_class", process_class)
 
 
 # -- logs -------------------------------------------------------------------------------------------
@@ -418,12 +712,21 @@ def stack_of(exc: BaseException, names: set[str]) -> str:
 
 
 def error_of(exc: BaseException, names: set[str]) -> dict[str, Any]:
-    return {"name": type(exc).__name__, "message": str(exc), "stack": stack_of(exc, names)}
+    return {"name": type(exc).__name__, "message": clip(str(exc)), "stack": clip(stack_of(exc, names))}
+
+
+def clip(text: str) -> str:
+    """An error's text is for people: a 50 MB message would cost the kernel and the service its size."""
+    limit = CONFIG["maxErrorChars"]
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def needs_main_interpreter(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return isinstance(exc, ImportError) and ("subinterpreter" in text or "sub-interpreter" in text)
+    ours = text.startswith("import of module")  # a refusal of the guard, which may name such a module
+    return (
+        isinstance(exc, ImportError) and not ours and ("subinterpreter" in text or "sub-interpreter" in text)
+    )
 
 
 # -- the workspace ----------------------------------------------------------------------------------
@@ -443,6 +746,7 @@ class Workspace:
         scope: dict[str, Any] = {}
         lines = spec["code"].splitlines(keepends=True)
         linecache.cache[spec["name"]] = (len(spec["code"]), None, lines, spec["name"])  # source in stacks
+        _user_files.add(spec["name"])
         exec(compile_function(spec), self.namespace, scope)  # defines `_user` in scope, not in globals
         inner, names, defaults = scope["_user"], list(spec["locals"]), spec["defaults"]
 
@@ -455,18 +759,19 @@ class Workspace:
         if spec["bindable"]:
             self.namespace[spec["name"]] = call
 
-    def run(self, request: dict[str, Any]) -> dict[str, Any]:
+    def run(self, request: dict[str, Any]) -> str:
         capture = Capture()
-        token = _current.set(capture)
+        token, user = _current.set(capture), _user.set(True)
         started = time.perf_counter()
         try:
             with gil_nudger():
                 reply = self.call(request)
+                reply["durationMs"] = (time.perf_counter() - started) * 1000
+                reply["logs"] = capture.finish()
+                return finish(reply)  # encoding may call user code too (`tolist`, `__str__` of keys)
         finally:
+            _user.reset(user)
             _current.reset(token)
-        reply["durationMs"] = (time.perf_counter() - started) * 1000
-        reply["logs"] = capture.finish()
-        return reply
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         names = set(self.functions)
@@ -477,12 +782,14 @@ class Workspace:
 
                 result = asyncio.run(result)
         except MemoryError:
-            return {"status": "resource_limit", "error": {"name": "MemoryError", "message": "out of memory"}}
+            pass  # answered below: out of the except block, the traceback and the user's memory are gone
         except BaseException as exc:  # SystemExit and KeyboardInterrupt are the user's errors too
             if needs_main_interpreter(exc):
                 return {"status": "needs_main", "error": error_of(exc, names)}
             return {"status": "failed", "error": error_of(exc, names)}
-        return {"status": "succeeded", "result": result}
+        else:
+            return {"status": "succeeded", "result": result}
+        return {"status": "resource_limit", "error": {"name": "MemoryError", "message": "out of memory"}}
 
 
 @contextlib.contextmanager
@@ -518,6 +825,18 @@ def gil_nudger() -> Iterator[None]:
 
 
 def finish(reply: dict[str, Any]) -> str:
+    """The reply as JSON text the kernel can write as UTF-8."""
+    text = encoded(reply)
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ('\ud800') in a result, a log or a message: it becomes '?'
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def encoded(reply: dict[str, Any]) -> str:
     """The reply as JSON text; a result that JSON cannot hold, or too big a one, changes the status."""
     try:
         text = _encode(reply)
@@ -551,6 +870,7 @@ def op_configure(text: str) -> str:
     sys.path[:0] = [folder for folder in CONFIG.get("path", []) if folder not in sys.path]
     configure_output()
     BUILTINS = restricted_builtins()
+    install_containment()
     return "{}"
 
 
@@ -562,7 +882,7 @@ def op_load(text: str) -> str:
 
 def op_run(text: str) -> str:
     assert _workspace is not None, "run before load"
-    return finish(_workspace.run(json.loads(text)))
+    return _workspace.run(json.loads(text))
 
 
 def op_check(text: str) -> str:
