@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import queue
 import resource
 import sys
 import threading
@@ -101,6 +102,8 @@ class Slot:
         self.pending: collections.deque[tuple[dict[str, Any], float]] = collections.deque()
         self.draining = False
         self.queue_lock = threading.Lock()
+        self.retired = False
+        self.ran_out_of_memory = False
 
     def boot(self, kernel: "Kernel") -> None:
         interpreter = kernel.new_interpreter()
@@ -108,13 +111,31 @@ class Slot:
         self.interpreter = interpreter
 
     def retire(self) -> None:
-        def close() -> None:
-            with self.lock:  # after the run in progress, if any
-                if self.interpreter is not None:
-                    self.interpreter.close()
-                    self.interpreter = None
+        self.retired = True
+        _retired.put(self)
 
-        threading.Thread(target=close, daemon=True).start()
+    def close(self) -> None:
+        with self.lock:  # after the run in progress, if any
+            if self.interpreter is None:
+                return
+            if self.ran_out_of_memory:
+                # 3.11 sometimes aborts the whole kernel ("Py_EndInterpreter: thread still has a frame")
+                # when it closes an interpreter that hit MemoryError: keep it (its user memory is freed).
+                _kept.append(self.interpreter)
+            else:
+                self.interpreter.close()
+            self.interpreter = None
+
+
+# Retired interpreters close one at a time on one thread: a burst of saves must not start a thread
+# (and a stack, against the address-space limit) per interpreter.
+_retired: "queue.SimpleQueue[Slot]" = queue.SimpleQueue()
+_kept: list[Any] = []
+
+
+def close_retired_forever() -> None:
+    while True:
+        _retired.get().close()
 
 
 class Kernel:
@@ -199,6 +220,9 @@ class Kernel:
             self.run(slot, message, received)
 
     def run(self, slot: Slot, message: dict[str, Any], received: float) -> None:
+        if slot.retired:  # a newer version was loaded, or the workspace evicted, while this run waited
+            send({"type": "result", "id": message["id"], "status": "not_loaded"})
+            return
         with slot.lock:
             cold = slot.interpreter is None
             try:
@@ -213,6 +237,8 @@ class Kernel:
                 text, started = json.dumps({"status": "resource_limit", "error": memory_error()}), received
             except Exception as exc:  # the interpreter could not start or load: a failed run
                 text, started = json.dumps({"status": "failed", "error": kernel_error(exc)}), received
+            if '"MemoryError"' in text[:300]:
+                slot.ran_out_of_memory = True
         host = {"receivedAt": received, "cold": cold, "coldMs": started - received if cold else 0.0}
         send(
             f'{{"type":"result","id":{message["id"]},"startedAt":{started},"host":{json.dumps(host)},{text[1:]}'
@@ -280,6 +306,7 @@ def main() -> None:
     threading.stack_size(4 * 1024 * 1024)  # address space counts against RLIMIT_AS: not 8 MiB a thread
     limit_resources(config["maxMemoryMb"])
     kernel = Kernel(config)
+    threading.Thread(target=close_retired_forever, daemon=True).start()
     handlers = {
         "load": kernel.on_load,
         "run": kernel.on_run,

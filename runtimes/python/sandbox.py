@@ -11,7 +11,6 @@ import ast
 import atexit
 import base64
 import builtins
-import contextlib
 import contextvars
 import datetime
 import decimal
@@ -27,7 +26,7 @@ import time
 import traceback
 import types
 from _string import formatter_field_name_split  # type: ignore[import-not-found]
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 # Dunder attributes user code may name: the ones ordinary classes need. Everything else that starts
@@ -763,13 +762,15 @@ class Workspace:
         capture = Capture()
         token, user = _current.set(capture), _user.set(True)
         started = time.perf_counter()
+        nudger = GilNudger()
         try:
-            with gil_nudger():
-                reply = self.call(request)
-                reply["durationMs"] = (time.perf_counter() - started) * 1000
-                reply["logs"] = capture.finish()
-                return finish(reply)  # encoding may call user code too (`tolist`, `__str__` of keys)
+            nudger.start()
+            reply = self.call(request)
+            reply["durationMs"] = (time.perf_counter() - started) * 1000
+            reply["logs"] = capture.finish()
+            return finish(reply)  # encoding may call user code too (`tolist`, `__str__` of keys)
         finally:
+            nudger.stop()
             _user.reset(user)
             _current.reset(token)
 
@@ -792,36 +793,47 @@ class Workspace:
         return {"status": "resource_limit", "error": {"name": "MemoryError", "message": "out of memory"}}
 
 
-@contextlib.contextmanager
-def gil_nudger() -> Iterator[None]:
+class GilNudger:
     """On Python < 3.12, keep a busy run from holding the GIL that every interpreter of the kernel shares.
 
     A 3.11 thread waiting for the GIL asks for it through its *own* interpreter's eval breaker, which
     a thread looping in another interpreter never reads: the kernel's main thread would wait for the
     whole run. A thread of this interpreter waking every 5 ms asks in the right place. Raw `_thread`
-    calls cost half what `threading.Thread` does (about 100 us a run, measured in bench/).
+    calls cost half what `threading.Thread` does (about 100 us a run). Not a context manager: after a
+    MemoryError, a generator's exit can fail before its `finally`, leaving the thread behind, and
+    closing an interpreter with a live thread aborts the whole kernel. `stop` allocates nothing.
     """
-    if not CONFIG.get("nudgeGil"):
-        yield
-        return
-    stop, started = _thread.allocate_lock(), _thread.allocate_lock()
-    stop.acquire()
-    started.acquire()
-    gone: list[Any] = []
 
-    def nudge() -> None:
-        gone.append(_thread._set_sentinel())  # type: ignore[attr-defined]  # released when this thread's state is gone
-        started.release()
-        while not stop.acquire(timeout=0.005):
+    def __init__(self) -> None:
+        self.enabled = bool(CONFIG.get("nudgeGil"))
+        self.running = False
+        self.stopping, self.started = _thread.allocate_lock(), _thread.allocate_lock()
+        self.gone: list[Any] = []
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        self.stopping.acquire()
+        self.started.acquire()
+        _thread.start_new_thread(self._nudge, ())
+        self.running = True
+
+    def _nudge(self) -> None:
+        try:
+            self.gone.append(_thread._set_sentinel())  # type: ignore[attr-defined]  # released when this thread's state is gone
+        finally:
+            self.started.release()
+        while not self.stopping.acquire(timeout=0.005):
             pass
 
-    _thread.start_new_thread(nudge, ())
-    try:
-        yield
-    finally:
-        stop.release()
-        started.acquire()
-        gone[0].acquire()  # a 3.11 interpreter that still has a second thread refuses the next call
+    def stop(self) -> None:
+        if not self.running:
+            return
+        self.running = False
+        self.stopping.release()
+        self.started.acquire()
+        if self.gone:
+            self.gone[0].acquire()  # a 3.11 interpreter that still has a second thread refuses calls
 
 
 def finish(reply: dict[str, Any]) -> str:
