@@ -10,7 +10,6 @@ process when a run overstays its timeout, since a subinterpreter cannot be inter
 """
 
 import collections
-import contextlib
 import importlib.util
 import json
 import os
@@ -61,8 +60,17 @@ class SubInterpreter:
         return self.interp.call(_enter, op, text)  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.interp.close()
+        for _ in range(200):
+            try:
+                self.interp.close()
+                return
+            except RuntimeError as exc:  # as in `call`: a nudger thread that is still leaving
+                if "more than one thread" not in str(exc):
+                    break
+                time.sleep(0.0002)
+            except Exception:
+                break
+        print("an interpreter could not be closed: its memory stays with this kernel", file=sys.stderr)
 
 
 def new_subinterpreter() -> Any:
@@ -148,6 +156,8 @@ class Kernel:
         self.slots: dict[str, Slot] = {}
         self.spare: SubInterpreter | None = None
         self.spare_lock = threading.Lock()
+        self.create_lock = threading.Lock()
+        self.refilling = False
         self.checker: dict[str, Any] = {"__name__": "checker"}
         exec(compile(SANDBOX, "sandbox.py", "exec"), self.checker)  # compile checks, no configure
         if self.mode == "pool":
@@ -159,18 +169,38 @@ class Kernel:
         with self.spare_lock:
             spare, self.spare = self.spare, None
         self.refill()
-        return spare or SubInterpreter(self.sandbox_config)
+        return spare or self.create()
+
+    def create(self) -> SubInterpreter:
+        # One at a time: under a burst of cold starts, dozens of half-built interpreters at once
+        # would spend the kernel's memory limit; creating one mostly holds the GIL anyway.
+        with self.create_lock:
+            return SubInterpreter(self.sandbox_config)
 
     def refill(self) -> None:
+        """Boot a spare in the background, unless one is there or on its way."""
+        with self.spare_lock:
+            if self.spare is not None or self.refilling:
+                return
+            self.refilling = True
+
         def boot() -> None:
-            interpreter = SubInterpreter(self.sandbox_config)
+            try:
+                interpreter = self.create()
+            finally:
+                with self.spare_lock:
+                    self.refilling = False
             with self.spare_lock:
                 if self.spare is None:
                     self.spare = interpreter
                     return
             interpreter.close()
 
-        threading.Thread(target=boot, daemon=True).start()
+        try:
+            threading.Thread(target=boot, daemon=True).start()
+        except RuntimeError:  # no thread to be had now (memory): the next cold start boots its own
+            with self.spare_lock:
+                self.refilling = False
 
     # -- messages ---------------------------------------------------------------------------------
 

@@ -793,6 +793,9 @@ class Workspace:
         return {"status": "resource_limit", "error": {"name": "MemoryError", "message": "out of memory"}}
 
 
+NUDGER_STACK = 256 * 1024
+
+
 class GilNudger:
     """On Python < 3.12, keep a busy run from holding the GIL that every interpreter of the kernel shares.
 
@@ -813,6 +816,7 @@ class GilNudger:
     def start(self) -> None:
         if not self.enabled:
             return
+        _thread.stack_size(NUDGER_STACK)  # this interpreter's threads only; it needs next to none
         self.stopping.acquire()
         self.started.acquire()
         _thread.start_new_thread(self._nudge, ())
