@@ -127,7 +127,10 @@ class HostProcess:
         timer = loop.call_later(timeout_s, self._stuck, future, timeout_s)
         try:
             self.send(message)
-            return await future
+            reply = await future
+            if reply.get("type") == "unavailable":  # the host could not serve this one request
+                raise Unavailable(str(reply.get("message", f"the {self.name} host could not answer")))
+            return reply
         finally:
             timer.cancel()
             self._waiting.pop(request_id, None)

@@ -333,7 +333,7 @@ def main() -> None:
     if config["mode"] == "pool":
         name = "concurrent.interpreters" if sys.version_info >= (3, 14) else "backports.interpreters"
         interpreters = importlib.import_module(name)
-    threading.stack_size(4 * 1024 * 1024)  # address space counts against RLIMIT_AS: not 8 MiB a thread
+    threading.stack_size(2 * 1024 * 1024)  # address space counts against RLIMIT_AS: not 8 MiB a thread
     limit_resources(config["maxMemoryMb"])
     kernel = Kernel(config)
     threading.Thread(target=close_retired_forever, daemon=True).start()
@@ -353,7 +353,12 @@ def main() -> None:
         except (ValueError, KeyError, TypeError) as exc:
             send({"type": "protocol_error", "detail": f"{type(exc).__name__}: {exc}"})
             os._exit(2)
-        handler(message)
+        try:
+            handler(message)
+        except Exception as exc:  # e.g. out of memory: that request fails, the kernel goes on
+            if "id" in message:
+                why = f"the python kernel could not {message['type']}: {type(exc).__name__}: {exc}"
+                send({"type": "unavailable", "id": message["id"], "message": why})
     os._exit(0)
 
 

@@ -354,3 +354,23 @@ async def test_a_busy_workspace_does_not_stall_another_on_the_same_kernel(kernel
         assert max(waits) < 0.5, f"a run of another workspace waited {max(waits):.2f} s for the busy one"
     finally:
         await runtime.aclose()
+
+
+async def test_a_kernel_that_built_many_interpreters_is_recycled_without_failing_a_run() -> None:
+    # 3.11 keeps a little memory of every interpreter it closes: after `recycle_after_loads` loads, a
+    # kernel takes no new workspaces, and once its last one has moved on, the spare replaces it.
+    runtime = python_runtime(recycle_after_loads=3)
+    await runtime.start()
+    try:
+        service = Workspaces(InMemoryStore(), {Language.PYTHON: runtime})
+        first = set(runtime.kernel_pids)
+        for version in range(12):
+            await save(service, {"v": f"return {version}"}, f"w{version % 2}")
+            assert (await service.run(f"w{version % 2}", "v")).result == version
+        await asyncio.sleep(0.3)  # the drained kernel closes in the background
+        assert runtime.restarts >= 1
+        assert set(runtime.kernel_pids) != first
+        for workspace in ("w0", "w1"):
+            assert (await service.run(workspace, "v")).status is Status.SUCCEEDED
+    finally:
+        await runtime.aclose()
