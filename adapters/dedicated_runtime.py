@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from attrs import define
 
-from adapters.residency import least_recently_used
+from adapters.residency import evict_idle_forever, least_recently_used
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Workspace
 from ports.runtime import Runtime
@@ -203,14 +203,10 @@ class DedicatedRuntime:
         task.add_done_callback(self._closing_tasks.discard)
 
     async def _close_idle_forever(self) -> None:
-        interval = min(max(self.idle_timeout_s / 4, 0.05), 30.0)
-        while True:
-            await asyncio.sleep(interval)
-            deadline = time.monotonic() - self.idle_timeout_s
-            for workspace_id, host in list(self._hosts.items()):
-                if host.in_flight == 0 and host.last_used < deadline:
-                    del self._hosts[workspace_id]
-                    self._spawn_close(host)
+        await evict_idle_forever(self._hosts, self.idle_timeout_s, self._close_idle)
+
+    def _close_idle(self, workspace_id: str) -> None:
+        self._spawn_close(self._hosts.pop(workspace_id))
 
 
 def _started(host: Host) -> Runtime | None:

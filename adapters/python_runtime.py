@@ -24,7 +24,7 @@ from attrs import define, field
 from adapters.host_process import HostProcess, Message, outcome_of, raise_compile_errors
 from adapters.python_packages import install_packages, installed_modules
 from adapters.python_script import function_specs, generate_main, imported_modules
-from adapters.residency import least_recently_used
+from adapters.residency import evict_idle_forever, least_recently_used
 from adapters.walls import HostPlan, Launch, Walls
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Status, Workspace
@@ -314,13 +314,7 @@ class PythonRuntime:
             entry.kernel.host.send({"type": "evict", "workspace": workspace_id})
 
     async def _evict_idle_forever(self) -> None:
-        interval = min(max(self.idle_timeout_s / 4, 0.05), 30.0)
-        while True:
-            await asyncio.sleep(interval)
-            deadline = time.monotonic() - self.idle_timeout_s
-            for workspace_id, entry in list(self._loaded.items()):
-                if entry.in_flight == 0 and entry.last_used < deadline:
-                    self._evict_now(workspace_id)
+        await evict_idle_forever(self._loaded, self.idle_timeout_s, self._evict_now)
 
     # -- kernel processes -------------------------------------------------------------------------
 

@@ -1,11 +1,18 @@
-"""Which resident workspaces a runtime lets go when it holds more than its limit (shared by both hosts)."""
+"""Which resident workspaces a runtime lets go: over its limit, or idle (shared by every runtime)."""
 
-from collections.abc import Mapping
+import asyncio
+import time
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 
 class Resident(Protocol):
     in_flight: int
+
+
+class Used(Protocol):
+    in_flight: int
+    last_used: float
 
 
 def least_recently_used(resident: Mapping[str, Resident], limit: int, keep: str) -> list[str]:
@@ -19,3 +26,16 @@ def least_recently_used(resident: Mapping[str, Resident], limit: int, keep: str)
         if workspace_id != keep and entry.in_flight == 0:
             chosen.append(workspace_id)
     return chosen
+
+
+async def evict_idle_forever(
+    resident: Mapping[str, Used], idle_timeout_s: float, evict: Callable[[str], None]
+) -> None:
+    """Evict each workspace idle (nothing in flight) for `idle_timeout_s`; checks 4 times per period."""
+    interval = min(max(idle_timeout_s / 4, 0.05), 30.0)
+    while True:
+        await asyncio.sleep(interval)
+        deadline = time.monotonic() - idle_timeout_s
+        for workspace_id, entry in list(resident.items()):
+            if entry.in_flight == 0 and entry.last_used < deadline:
+                evict(workspace_id)
