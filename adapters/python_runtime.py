@@ -86,8 +86,8 @@ class PythonRuntime:
         walls: Walls | None = None,
         recycle_after_loads: int = 300,
     ) -> None:
-        self.recycle_after_loads = recycle_after_loads
         self.timeout_ms = timeout_ms
+        self.recycle_after_loads = recycle_after_loads
         # FUNCTIONS_ISOLATION=dedicated: every workspace in a kernel process of its own; the pool then only
         # compiles and inspects packages, which one kernel does.
         self.dedicated_kernels = dedicated_kernels
@@ -211,10 +211,10 @@ class PythonRuntime:
         kernel.in_flight += 1
         try:
             async with asyncio.timeout(self.timeout_ms / 1000):
-                return await entry.kernel.host.request({**message, "params": params}, timeout_s=3600.0)
+                return await kernel.host.request({**message, "params": params}, timeout_s=3600.0)
         except TimeoutError:
             # The run cannot be stopped inside its interpreter: the kernel goes, the spare takes its place.
-            await entry.kernel.host.kill(f"a run of workspace {workspace.id!r} went over its timeout")
+            await kernel.host.kill(f"a run of workspace {workspace.id!r} went over its timeout")
             return {
                 "status": "timed_out",
                 "durationMs": float(self.timeout_ms),

@@ -208,19 +208,18 @@ class Walls:
     def _user_for(self, plan: HostPlan) -> tuple[int, int] | None:
         """The unprivileged user, if it can reach all the host needs."""
         entry = pwd.getpwnam(UNPRIVILEGED)
-        uid, gid = entry.pw_uid, entry.pw_gid
-        needed = [plan.binary, *plan.read]
-        if all(reachable(path, uid, gid) for path in _existing(needed)):
-            return uid, gid
-        return None
+        return None if _blocked(plan) else (entry.pw_uid, entry.pw_gid)
 
     def _unreachable(self, plan: HostPlan) -> str:
-        entry = pwd.getpwnam(UNPRIVILEGED)
-        blocked = [
-            p for p in _existing([plan.binary, *plan.read]) if not reachable(p, entry.pw_uid, entry.pw_gid)
-        ]
-        first = blocked[0] if blocked else plan.binary
+        first = next(iter(_blocked(plan)), plan.binary)
         return f"runs as root: {first} is out of reach of {UNPRIVILEGED}"
+
+
+def _blocked(plan: HostPlan) -> list[str]:
+    """What the host needs that the unprivileged user cannot reach."""
+    entry = pwd.getpwnam(UNPRIVILEGED)
+    needed = _existing([plan.binary, *plan.read])
+    return [path for path in needed if not reachable(path, entry.pw_uid, entry.pw_gid)]
 
 
 def _scratch_folder(user: tuple[int, int] | None) -> str:
@@ -243,8 +242,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # someone else's process: alive
+        pass
     return True
 
 

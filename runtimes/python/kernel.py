@@ -18,6 +18,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,36 +49,36 @@ class SubInterpreter:
         self.call("configure", config)
 
     def call(self, op: str, text: str) -> str:
-        for _ in range(200):
-            try:
-                return self.interp.call(_enter, op, text)  # type: ignore[no-any-return]
-            except RuntimeError as exc:
-                # 3.11: the previous run's GIL nudger has signalled its end but its thread state is
-                # unlinked a moment later; until then the interpreter refuses calls. Wait that out.
-                if "more than one thread" not in str(exc):
-                    raise
-                time.sleep(0.0002)
-        return self.interp.call(_enter, op, text)  # type: ignore[no-any-return]
+        return once_alone(lambda: self.interp.call(_enter, op, text))  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        for _ in range(200):
-            try:
-                self.interp.close()
-                return
-            except RuntimeError as exc:  # as in `call`: a nudger thread that is still leaving
-                if "more than one thread" not in str(exc):
-                    break
-                time.sleep(0.0002)
-            except Exception:
-                break
-        print("an interpreter could not be closed: its memory stays with this kernel", file=sys.stderr)
+        try:
+            once_alone(self.interp.close)
+        except Exception:
+            print("an interpreter could not be closed: its memory stays with this kernel", file=sys.stderr)
+
+
+def once_alone(action: Callable[[], Any]) -> Any:
+    """Do `action` on an interpreter, waiting out a 3.11 GIL nudger that is still leaving.
+
+    The nudger signals its end a moment before its thread state is unlinked; until then the
+    interpreter refuses calls and closing ("more than one thread").
+    """
+    for _ in range(200):
+        try:
+            return action()
+        except RuntimeError as exc:
+            if "more than one thread" not in str(exc):
+                raise
+            time.sleep(0.0002)
+    return action()
 
 
 def new_subinterpreter() -> Any:
     if sys.version_info >= (3, 12):
         return interpreters.create()
     # 3.11 refuses threads in an isolated subinterpreter, and the sandbox needs one to share the GIL
-    # fairly (see gil_nudger in sandbox.py). A "legacy" interpreter allows them; fork and exec stay
+    # fairly (see GilNudger in sandbox.py). A "legacy" interpreter allows them; fork and exec stay
     # out of reach: user code cannot import os or subprocess unless an operator allows it.
     legacy = interpreters._interpreters.create("legacy", reqrefs=True)
     return interpreters.Interpreter(legacy, _ownsref=True)
