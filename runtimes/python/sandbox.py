@@ -400,14 +400,7 @@ REFUSED_IMPORTS = frozenset(
     "concurrent.interpreters _ctypes ctypes".split()
 )
 # Events on paths: reads must stay in the Python installation and the private folder, writes in it.
-PATH_EVENTS = {
-    "os.listdir": 0,
-    "os.scandir": 0,
-    "os.remove": 0,
-    "os.rmdir": 0,
-    "os.mkdir": 0,
-    "os.truncate": 0,
-}
+PATH_EVENTS = frozenset({"os.listdir", "os.scandir", "os.remove", "os.rmdir", "os.mkdir", "os.truncate"})
 WRITE_EVENTS = frozenset(
     {"os.remove", "os.rmdir", "os.mkdir", "os.truncate", "os.rename", "os.link", "os.utime"}
 )
