@@ -53,6 +53,7 @@ class SubInterpreter:
 
     def close(self) -> None:
         try:
+            self.call("release", "")
             once_alone(self.interp.close)
         except Exception:
             print("an interpreter could not be closed: its memory stays with this kernel", file=sys.stderr)

@@ -898,5 +898,23 @@ def op_check(text: str) -> str:
     return json.dumps(check(json.loads(text)))
 
 
+def op_release(text: str) -> str:
+    """Let the kernel close this interpreter from any thread.
+
+    Closing runs `threading._shutdown`, which before 3.13 waits for the lock of the thread that first
+    imported `threading` here, released only when that thread's state goes. Kernel calls reuse the
+    interpreter's first thread state, so the close would wait forever (3.11 and 3.12), unless the
+    closing thread happens to be that thread. Nothing here is worth waiting for: user code cannot
+    start threads, and the kernel's own have left.
+    """
+    if sys.version_info < (3, 13):
+        main = threading._main_thread  # type: ignore[attr-defined]
+        lock = main._tstate_lock
+        if lock is not None and lock.locked():
+            lock.release()
+        main._ident = None  # `_shutdown` must not take the closing thread for this one and release it again
+    return "{}"
+
+
 BUILTINS: dict[str, Any] = {}
-ENTRY = {"configure": op_configure, "load": op_load, "run": op_run, "check": op_check}
+ENTRY = {"configure": op_configure, "load": op_load, "run": op_run, "check": op_check, "release": op_release}

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +15,7 @@ from adapters.python_runtime import PythonRuntime
 from domain.errors import CompileError, Unavailable
 from domain.model import Json, Language, Outcome, Status
 from domain.usecases import Workspaces
-from tests.python.kernels import OTHER_PYTHONS, python_runtime
+from tests.python.kernels import kernel_pythons, python_runtime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kernel]
 
@@ -323,16 +322,7 @@ async def test_a_save_returns_a_readable_main_py(python: PythonRuntime) -> None:
     assert "def hello(parameters, name):\n    return 'hi ' + name" in generated["main.py"]
 
 
-def _kernel_pythons() -> list[Any]:
-    """The service's own Python, and any 3.12/3.13 found (3.11 shares one GIL between interpreters)."""
-    params = [pytest.param(sys.executable, id=f"{sys.version_info[0]}.{sys.version_info[1]}")]
-    for version, binary in OTHER_PYTHONS.items():
-        marks = [] if binary else [pytest.mark.skip(reason=f"no working python{version} here")]
-        params.append(pytest.param(binary or "", id=version, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("kernel_python", _kernel_pythons())
+@pytest.mark.parametrize("kernel_python", kernel_pythons())
 async def test_a_busy_workspace_does_not_stall_another_on_the_same_kernel(kernel_python: str) -> None:
     runtime = python_runtime(pool_size=1, timeout_ms=10_000, python_binary=kernel_python)
     await runtime.start()
