@@ -319,8 +319,8 @@ def native(module: str) -> bool:
     return any(name.endswith((".so", ".pyd")) for name in origins)
 
 
-def limit_resources(max_memory_mb: int) -> None:
-    size = max_memory_mb * 1024 * 1024
+def limit_resources(address_space_mb: int) -> None:
+    size = address_space_mb * 1024 * 1024
     for limit in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
         resource.setrlimit(limit, (size, size))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -336,7 +336,7 @@ def main() -> None:
         name = "concurrent.interpreters" if sys.version_info >= (3, 14) else "backports.interpreters"
         interpreters = importlib.import_module(name)
     threading.stack_size(2 * 1024 * 1024)  # address space counts against RLIMIT_AS: not 8 MiB a thread
-    limit_resources(config["maxMemoryMb"])
+    limit_resources(config["addressSpaceMb"])
     kernel = Kernel(config)
     threading.Thread(target=close_retired_forever, daemon=True).start()
     handlers = {
