@@ -10,6 +10,7 @@ process when a run overstays its timeout, since a subinterpreter cannot be inter
 """
 
 import collections
+import faulthandler
 import importlib.util
 import json
 import os
@@ -55,8 +56,15 @@ class SubInterpreter:
         try:
             self.call("release", "")
             once_alone(self.interp.close)
-        except Exception:
-            print("an interpreter could not be closed: its memory stays with this kernel", file=sys.stderr)
+        except Exception as exc:
+            # Kept, not left to the garbage collector: destroying it later, with a thread still in it,
+            # would abort the whole kernel.
+            _kept.append(self.interp)
+            why = f"{type(exc).__name__}: {exc}"
+            print(
+                f"an interpreter could not be closed ({why}): its memory stays with this kernel",
+                file=sys.stderr,
+            )
 
 
 def once_alone(action: Callable[[], Any]) -> Any:
@@ -65,14 +73,23 @@ def once_alone(action: Callable[[], Any]) -> Any:
     The nudger signals its end a moment before its thread state is unlinked; until then the
     interpreter refuses calls and closing ("more than one thread").
     """
-    for _ in range(200):
+    for attempt in range(400):  # 40 ms of short waits, then up to 2 s more on a loaded machine
         try:
             return action()
         except RuntimeError as exc:
-            if "more than one thread" not in str(exc):
+            if not another_thread_inside(exc):
                 raise
-            time.sleep(0.0002)
+            time.sleep(0.0002 if attempt < 200 else 0.01)
     return action()
+
+
+def another_thread_inside(exc: BaseException | None) -> bool:
+    """Whether an interpreter refused for having a second thread (the backport may wrap that error)."""
+    while exc is not None:
+        if isinstance(exc, RuntimeError) and "more than one thread" in str(exc):
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def new_subinterpreter() -> Any:
@@ -124,8 +141,8 @@ class Slot:
         self.retired = True
         _retired.put(self)
 
-    def close(self) -> None:
-        with self.lock:  # after the run in progress, if any
+    def close(self, deadline_s: float) -> None:
+        with self.lock:  # after the run in progress, if any (a run is timed by the service)
             if self.interpreter is None:
                 return
             if self.ran_out_of_memory:
@@ -133,7 +150,14 @@ class Slot:
                 # when it closes an interpreter that hit MemoryError: keep it (its user memory is freed).
                 _kept.append(self.interpreter)
             else:
-                self.interpreter.close()
+                # Closing runs what user code left behind (a generator's `finally` kept in `cache`), which
+                # no run timeout covers. Past the deadline the kernel exits (a C-level timer: a 3.11 loop
+                # there can starve Python threads) and the service replaces it, as after a run's timeout.
+                faulthandler.dump_traceback_later(deadline_s, exit=True)
+                try:
+                    self.interpreter.close()
+                finally:
+                    faulthandler.cancel_dump_traceback_later()
             self.interpreter = None
 
 
@@ -143,9 +167,9 @@ _retired: "queue.SimpleQueue[Slot]" = queue.SimpleQueue()
 _kept: list[Any] = []
 
 
-def close_retired_forever() -> None:
+def close_retired_forever(deadline_s: float) -> None:
     while True:
-        _retired.get().close()
+        _retired.get().close(deadline_s)
 
 
 class Kernel:
@@ -338,7 +362,7 @@ def main() -> None:
     threading.stack_size(2 * 1024 * 1024)  # address space counts against RLIMIT_AS: not 8 MiB a thread
     limit_resources(config["addressSpaceMb"])
     kernel = Kernel(config)
-    threading.Thread(target=close_retired_forever, daemon=True).start()
+    threading.Thread(target=close_retired_forever, args=(config["closeTimeoutS"],), daemon=True).start()
     handlers = {
         "load": kernel.on_load,
         "run": kernel.on_run,

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from adapters.memory_store import InMemoryStore
-from adapters.python_runtime import PythonRuntime
+from adapters.python_runtime import CLOSE_DEADLINE_S, PythonRuntime
 from domain.model import Language, Status
 from domain.usecases import Workspaces
 from tests.e2e.test_python_runtime import save
@@ -104,7 +104,7 @@ async def test_saves_and_runs_during_kernel_recycling_all_succeed() -> None:
 
         await asyncio.gather(*(churn(f"w{index}") for index in range(4)))
         assert statuses and set(statuses) == {Status.SUCCEEDED}
-        assert runtime.restarts >= 2, "the kernels were not recycled: the test proved nothing"
+        assert runtime.restarts >= 1, "no kernel was recycled: the test proved nothing"
     finally:
         await runtime.aclose()
 
@@ -127,5 +127,32 @@ async def test_a_drained_kernel_leaves_the_pool_before_it_is_told_to_stop() -> N
         assert worn not in runtime.kernel_pids, "a kernel on its way out is still offered to requests"
         assert (await service.run("a", "v")).result == 3
         assert runtime.kernel_of("a") != worn
+    finally:
+        await runtime.aclose()
+
+
+ARMED = (  # a generator suspended in `cache` runs its `finally` when the interpreter lets go of it
+    "def armed():\n    try:\n        yield 1\n    finally:\n        while True:\n            pass\n"
+    "cache['armed'] = armed()\nnext(cache['armed'])\nreturn 'armed'"
+)
+
+
+@pytest.mark.parametrize("kernel_python", kernel_pythons())
+async def test_code_left_to_run_at_an_interpreters_close_ends_with_its_kernel(kernel_python: str) -> None:
+    # No run timeout covers a close: past the close deadline (1 s) the kernel exits and is replaced.
+    runtime = python_runtime(pool_size=1, timeout_ms=5000, python_binary=kernel_python)
+    await runtime.start()
+    try:
+        service = Workspaces(InMemoryStore(), {Language.PYTHON: runtime})
+        await save(service, {"f": ARMED}, "evil")
+        assert (await service.run("evil", "f")).result == "armed"
+        await save(service, {"hi": "return 'hi'"}, "calm")
+        assert (await service.run("calm", "hi")).result == "hi"
+        kernels = runtime.kernel_pids
+        await save(service, {"f": "return 'replaced'"}, "evil")  # its old interpreter closes: the loop
+        await asyncio.sleep(CLOSE_DEADLINE_S + 1.5)
+        assert runtime.kernel_pids != kernels, "the kernel kept running the loop past the close deadline"
+        assert (await service.run("calm", "hi")).result == "hi"
+        assert (await service.run("evil", "f")).result == "replaced"
     finally:
         await runtime.aclose()

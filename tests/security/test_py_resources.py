@@ -1,7 +1,10 @@
 """Resource abuse: loops, memory, results, recursion, logs, exits, forks and threads end that run only."""
 
+import time
+
 import pytest
 
+from adapters.python_runtime import CLOSE_DEADLINE_S
 from tests.security.conftest import Arsenal, Tenant, function_error
 
 pytestmark = [pytest.mark.kernel]
@@ -155,6 +158,29 @@ def test_nothing_of_a_function_is_left_to_run_when_its_interpreter_closes(tenant
     answer = tenant.attack(code, language="python", workspace="py-closer")
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"] == [False, True, ["collected"]]
-    again = tenant.attack("return 'reloaded'", language="python", workspace="py-closer")  # closes it
-    assert again.status_code == 200, again.text
+    # Dropping the interpreter runs the finalizer's loop (as its object goes): the kernel is replaced at
+    # the close deadline, and the workspace then answers from a fresh one.
+    saved = tenant.save("py-closer", {"f": "return 'reloaded'"}, "python")
+    assert saved.status_code == 200, saved.text
+    time.sleep(CLOSE_DEADLINE_S + 1.0)
+    again = tenant.run("py-closer", "f")
+    assert (again.status_code, again.json()["result"]) == (200, "reloaded"), again.text
+    tenant.survived("python")
+
+
+def test_a_loop_left_in_cache_for_the_interpreters_close_is_contained(tenant: Tenant) -> None:
+    """A suspended generator in `cache` runs its `finally` when a save closes its interpreter: the kernel
+    is replaced at the close deadline (1 s), after which every workspace answers again. (On 3.11 the loop
+    holds the GIL of its kernel until then: see SECURITY.md.)"""
+    armed = (
+        "def armed():\n    try:\n        yield 1\n    finally:\n        while True:\n            pass\n"
+        "cache['armed'] = armed()\nnext(cache['armed'])\nreturn 'armed'"
+    )
+    answer = tenant.attack(armed, language="python", workspace="py-armed")
+    assert (answer.status_code, answer.json()["result"]) == (200, "armed"), answer.text
+    saved = tenant.save("py-armed", {"f": "return 'dropped'"}, "python")  # the loop starts
+    assert saved.status_code == 200, saved.text
+    time.sleep(CLOSE_DEADLINE_S + 1.0)
+    answer = tenant.run("py-armed", "f")
+    assert (answer.status_code, answer.json()["result"]) == (200, "dropped"), answer.text
     tenant.survived("python")
