@@ -39,10 +39,6 @@ ADDRESS_SPACE_RESERVE_MB = 384
 # A kernel using more than this share of its limit takes no new workspaces and is replaced once they
 # leave: Python 3.12+ keeps 2-5 MiB of every subinterpreter it closes (3.11: ~0.2 MiB).
 RECYCLE_AT_MEMORY_SHARE = 0.75
-# How long code left behind by user code (a generator's `finally` kept in `cache`) may run when its
-# interpreter is closed, before the kernel exits and is replaced. It has no use for more, and on 3.11 it
-# holds the GIL that every interpreter of its kernel shares while it runs.
-CLOSE_DEADLINE_S = 1.0
 REFUSED_MODULES = ("logging.config",)  # dictConfig imports whatever callable its dict names
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 log = logging.getLogger("functions.python")
@@ -403,7 +399,9 @@ class PythonRuntime:
         config = {
             "mode": "main" if dedicated else "pool",
             "addressSpaceMb": self._address_space_mb(),
-            "closeTimeoutS": min(self.timeout_ms / 1000, CLOSE_DEADLINE_S),
+            # Code left for an interpreter's close (a generator's `finally` kept in `cache`) gets as long
+            # as a run, then the kernel exits. Not less: under load a close waits long for the GIL.
+            "closeTimeoutS": self.timeout_ms / 1000,
             "path": path,
         }
         return json.dumps({**config, "sandbox": sandbox})

@@ -4,8 +4,7 @@ import time
 
 import pytest
 
-from adapters.python_runtime import CLOSE_DEADLINE_S
-from tests.security.conftest import Arsenal, Tenant, function_error
+from tests.security.conftest import TIMEOUT_MS, Arsenal, Tenant, function_error
 
 pytestmark = [pytest.mark.kernel]
 
@@ -159,10 +158,10 @@ def test_nothing_of_a_function_is_left_to_run_when_its_interpreter_closes(tenant
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"] == [False, True, ["collected"]]
     # Dropping the interpreter runs the finalizer's loop (as its object goes): the kernel is replaced at
-    # the close deadline, and the workspace then answers from a fresh one.
+    # the close deadline (the run timeout), and the workspace then answers from a fresh one.
     saved = tenant.save("py-closer", {"f": "return 'reloaded'"}, "python")
     assert saved.status_code == 200, saved.text
-    time.sleep(CLOSE_DEADLINE_S + 1.0)
+    time.sleep(TIMEOUT_MS / 1000 + 1.0)
     again = tenant.run("py-closer", "f")
     assert (again.status_code, again.json()["result"]) == (200, "reloaded"), again.text
     tenant.survived("python")
@@ -170,8 +169,8 @@ def test_nothing_of_a_function_is_left_to_run_when_its_interpreter_closes(tenant
 
 def test_a_loop_left_in_cache_for_the_interpreters_close_is_contained(tenant: Tenant) -> None:
     """A suspended generator in `cache` runs its `finally` when a save closes its interpreter: the kernel
-    is replaced at the close deadline (1 s), after which every workspace answers again. (On 3.11 the loop
-    holds the GIL of its kernel until then: see SECURITY.md.)"""
+    is replaced at the close deadline (the run timeout), after which every workspace answers again.
+    (On 3.11 the loop holds the GIL of its kernel until then: see SECURITY.md.)"""
     armed = (
         "def armed():\n    try:\n        yield 1\n    finally:\n        while True:\n            pass\n"
         "cache['armed'] = armed()\nnext(cache['armed'])\nreturn 'armed'"
@@ -180,7 +179,7 @@ def test_a_loop_left_in_cache_for_the_interpreters_close_is_contained(tenant: Te
     assert (answer.status_code, answer.json()["result"]) == (200, "armed"), answer.text
     saved = tenant.save("py-armed", {"f": "return 'dropped'"}, "python")  # the loop starts
     assert saved.status_code == 200, saved.text
-    time.sleep(CLOSE_DEADLINE_S + 1.0)
+    time.sleep(TIMEOUT_MS / 1000 + 1.0)
     answer = tenant.run("py-armed", "f")
     assert (answer.status_code, answer.json()["result"]) == (200, "dropped"), answer.text
     tenant.survived("python")
