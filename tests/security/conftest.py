@@ -72,6 +72,9 @@ def tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenant]:
         "FUNCTIONS_RUN_TIMEOUT": str(TIMEOUT_MS),
         "PYTHON_FUNCTIONS_RUN_TIMEOUT": str(TIMEOUT_MS),
         "KERNEL_POOL_SIZE": "2",
+        # Memory bombs must meet MemoryError well within the 1.5 s timeout on a loaded machine: filling the
+        # default 512 MiB (plus the 384 MiB address-space reserve) took up to 1 s here.
+        "PYTHON_WORKER_MAX_MEMORY_MB": "256",
         # The service's stderr is a pipe read only at the end: access logs, and the stack a crashing host
         # prints (logged as warnings), would fill it and stall the service.
         "LOG_LEVEL": "error",
