@@ -76,7 +76,7 @@ def once_alone(action: Callable[[], Any]) -> Any:
     for attempt in range(400):  # 40 ms of short waits, then up to 2 s more on a loaded machine
         try:
             return action()
-        except RuntimeError as exc:
+        except Exception as exc:  # the backport wraps the RuntimeError in InterpreterNotFoundError
             if not another_thread_inside(exc):
                 raise
             time.sleep(0.0002 if attempt < 200 else 0.01)

@@ -14,6 +14,7 @@ import builtins
 import contextvars
 import datetime
 import decimal
+import gc
 import json
 import linecache
 import logging
@@ -751,6 +752,27 @@ class Workspace:
         if spec["bindable"]:
             self.namespace[spec["name"]] = call
 
+    def drop(self) -> None:
+        """Let go of what user code made, as a run would: with the GIL nudged and nowhere for logs to go.
+
+        Dropping `cache` runs user code (a suspended generator's `finally`, weakref callbacks); a loop
+        there must not hold the GIL that every interpreter of a 3.11 kernel shares. The kernel's close
+        deadline ends it.
+        """
+        token, user = _current.set(Capture()), _user.set(True)
+        nudger = GilNudger()
+        try:
+            nudger.start()
+            self.functions.clear()
+            self.namespace.clear()
+            gc.collect()
+        except BaseException:  # a finalizer that raised: nothing is left to report it to
+            pass
+        finally:
+            nudger.stop()
+            _user.reset(user)
+            _current.reset(token)
+
     def run(self, request: dict[str, Any]) -> str:
         capture = Capture()
         token, user = _current.set(capture), _user.set(True)
@@ -899,7 +921,7 @@ def op_check(text: str) -> str:
 
 
 def op_release(text: str) -> str:
-    """Let the kernel close this interpreter from any thread.
+    """Before the kernel closes this interpreter: drop the workspace, and let the close come from any thread.
 
     Closing runs `threading._shutdown`, which before 3.13 waits for the lock of the thread that first
     imported `threading` here, released only when that thread's state goes. Kernel calls reuse the
@@ -907,6 +929,10 @@ def op_release(text: str) -> str:
     closing thread happens to be that thread. Nothing here is worth waiting for: user code cannot
     start threads, and the kernel's own have left.
     """
+    global _workspace
+    workspace, _workspace = _workspace, None
+    if workspace is not None:
+        workspace.drop()
     if sys.version_info < (3, 13):
         main = threading._main_thread  # type: ignore[attr-defined]
         lock = main._tstate_lock
