@@ -143,9 +143,10 @@ def test_exceptions_raised_while_reporting_an_error_are_contained(tenant: Tenant
     tenant.survived("python")
 
 
-def test_nothing_of_a_function_is_left_to_run_when_its_interpreter_closes(tenant: Tenant) -> None:
-    """atexit callbacks and weakref finalizers would run at the close, untimed: a loop there stalls
-    the kernel (on 3.11, every interpreter of it)."""
+def test_exit_hooks_are_refused_and_a_finalizer_loop_ends_with_its_kernel(tenant: Tenant) -> None:
+    """atexit callbacks are refused and weakref finalizers cannot ask to run at exit. A finalizer still
+    runs when its object goes, at the latest when the interpreter is dropped: a loop there is ended
+    with its kernel at the close deadline."""
     code = "import atexit\natexit.register(lambda: [0 for _ in iter(int, 1)])"
     function_error(tenant.attack(code, language="python"), "RuntimeError", "atexit")
     code = (
