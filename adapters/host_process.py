@@ -58,8 +58,12 @@ class HostProcess:
         name: str,
         env: Mapping[str, str] | None = None,
         on_closed: Callable[[], None] | None = None,
+        pass_fds: Sequence[int] = (),
+        on_started: Callable[[int], None] | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.pass_fds = tuple(pass_fds)  # what the launcher inherits (the egress guard's channel)
+        self.on_started = on_started  # with the pid, as soon as the process exists
         self.name = name
         self.env = dict(env or {})  # only what the host needs: none of the service's variables
         self.on_closed = on_closed  # after the process has ended (its scratch folder goes)
@@ -82,6 +86,7 @@ class HostProcess:
                 *self.argv,
                 env=self.env,
                 start_new_session=True,  # a signal to the service's group does not hit the host first
+                pass_fds=self.pass_fds,
             )
         except OSError as exc:
             self._closed.set()
@@ -89,6 +94,8 @@ class HostProcess:
                 self.on_closed()
             raise Unavailable(f"the {self.name} host could not start: {exc}") from None
         self._stdin = self._transport.get_pipe_transport(0)  # type: ignore[assignment]
+        if self.on_started is not None:
+            self.on_started(self._transport.get_pid())
         try:
             self.ready = await asyncio.wait_for(self._first_line, ready_timeout_s)
         except (TimeoutError, Unavailable) as exc:

@@ -247,7 +247,8 @@ class NodeRuntime:
 
     def _launch_plan(self) -> Launch:
         flags = self.permission_flags()
-        argv = [self.node_binary, *flags, str(HOST_SCRIPT), json.dumps(self.host_config)]
+        config = {**self.host_config, "egress": self.walls.egress_enforced() if self.walls else None}
+        argv = [self.node_binary, *flags, str(HOST_SCRIPT), json.dumps(config)]
         if self.walls is None:
             return Launch(argv)
         model = (
@@ -260,7 +261,13 @@ class NodeRuntime:
 
     async def _launch(self) -> None:
         launch = self._launch_plan()
-        host = HostProcess(launch.argv, name="nodejs", on_closed=launch.cleanup)
+        host = HostProcess(
+            launch.argv,
+            name="nodejs",
+            on_closed=launch.cleanup,
+            pass_fds=launch.pass_fds,
+            on_started=launch.started,
+        )
         ready = await host.start()
         major = int(str(ready.get("node", "v0")).lstrip("v").split(".")[0] or 0)
         if major < MIN_NODE_MAJOR:

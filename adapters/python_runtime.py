@@ -395,6 +395,7 @@ class PythonRuntime:
             "maxEntries": 1000,
             "maxBytes": 1024 * 1024,
             "maxResultBytes": self.max_result_bytes,
+            "egress": self.walls.egress_enforced() if self.walls else None,
         }
         config = {
             "mode": "main" if dedicated else "pool",
@@ -416,7 +417,14 @@ class PythonRuntime:
             "LANG": "C.UTF-8",
         }
         launch = self._launch_plan(dedicated)
-        host = HostProcess(launch.argv, name="python", env=env, on_closed=launch.cleanup)
+        host = HostProcess(
+            launch.argv,
+            name="python",
+            env=env,
+            on_closed=launch.cleanup,
+            pass_fds=launch.pass_fds,
+            on_started=launch.started,
+        )
         try:
             ready = await host.start(ready_timeout_s=30.0)
         except asyncio.CancelledError:  # closing while a spare boots: no orphan kernel

@@ -11,6 +11,7 @@ import logging
 import os
 import pwd
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -19,6 +20,9 @@ from pathlib import Path
 
 from attrs import define, field, frozen
 
+from adapters import egress_guard
+from adapters.egress_guard import EgressGuard, machine_policy
+from adapters.egress_policy import ALL, EgressPolicy
 from domain.model import Json
 
 LAUNCHER = Path(__file__).resolve().parent.parent / "runtimes" / "launcher.py"
@@ -48,6 +52,7 @@ class Wall:
 
     on: bool
     detail: str
+    chosen: bool = False  # off by the operator's own setting (FUNCTIONS_EGRESS=all): not missing
 
     def as_json(self) -> dict[str, Json]:
         return {"on": self.on, ("detail" if self.on else "reason"): self.detail}
@@ -66,14 +71,35 @@ class HostPlan:
     scratch_file_mb: int = 64  # the largest file it may write there
 
 
-@frozen
+@define
 class Launch:
-    """How to start one host behind its walls, and the scratch folder to remove once it has ended."""
+    """How to start one host behind its walls, and the scratch folder to remove once it has ended.
+
+    With the egress wall, the launcher inherits one end of a channel (`pass_fds`) and waits on it until the
+    guard has taken its seccomp listener: `started(pid)` hands the other end to the guard.
+    """
 
     argv: list[str]
     scratch: str | None = None
+    guard: EgressGuard | None = None
+    channel: tuple[socket.socket, socket.socket] | None = None
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return (self.channel[1].fileno(),) if self.channel else ()
+
+    def started(self, pid: int) -> None:
+        if self.channel is not None and self.guard is not None:
+            ours, theirs = self.channel
+            self.channel = None
+            theirs.close()
+            self.guard.adopt(pid, ours)
 
     def cleanup(self) -> None:
+        if self.channel is not None:  # never started
+            for end in self.channel:
+                end.close()
+            self.channel = None
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
@@ -96,6 +122,22 @@ def probe() -> dict[str, Wall]:
             offered["user"] = Wall(False, f"the service runs as root and there is no user {UNPRIVILEGED!r}")
     offered["capabilities"] = _probe_user_namespaces()
     return offered
+
+
+def _egress_wall(policy: EgressPolicy, offered: Mapping[str, Wall]) -> Wall:
+    """The egress wall: the seccomp filter sends connects and sends to the guard, which this kernel must
+    support (seccomp user notification, pidfd_getfd)."""
+    if policy.mode == ALL:
+        return Wall(False, "FUNCTIONS_EGRESS=all: functions may connect anywhere, by choice", chosen=True)
+    seccomp = offered.get("seccomp")
+    if seccomp is None or not seccomp.on:
+        return Wall(False, f"needs the seccomp wall ({seccomp.detail if seccomp else 'not offered'})")
+    why = egress_guard.probe()
+    if why is not None:
+        return Wall(False, why)
+    return Wall(
+        True, f"every connect and send judged by the service (seccomp user notification); {policy.describe()}"
+    )
 
 
 def _probe_user_namespaces() -> Wall:
@@ -141,12 +183,23 @@ class Walls:
     sandbox: str = STANDARD
     offered: Mapping[str, Wall] = field(factory=probe)
     launcher_python: str = sys.executable
+    egress: EgressPolicy = field(factory=machine_policy)  # FUNCTIONS_EGRESS, FUNCTIONS_EGRESS_ALLOW
     _hosts: dict[str, dict[str, Wall]] = field(factory=dict, init=False)
+    _guard: EgressGuard | None = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.sandbox not in (STRICT, STANDARD):
             raise ValueError(f"sandbox must be {STRICT} or {STANDARD}, not {self.sandbox!r}")
+        if "egress" not in self.offered:
+            self.offered = {**self.offered, "egress": _egress_wall(self.egress, self.offered)}
         sweep_scratch_folders()
+
+    @property
+    def guard(self) -> EgressGuard:
+        """The one guard of this process's hosts, made at the first host that needs it."""
+        if self._guard is None:
+            self._guard = EgressGuard(self.egress)
+        return self._guard
 
     def launch(self, plan: HostPlan, argv: Sequence[str], extra: Mapping[str, Wall] | None = None) -> Launch:
         """How to start `argv` behind the walls; WallMissing in strict mode if one is off.
@@ -167,7 +220,7 @@ class Walls:
             walls["capabilities"] = Wall(True, "not root: none beyond an ordinary user's")
         walls.update(extra or {})
         previous, self._hosts[plan.name] = self._hosts.get(plan.name), walls
-        off = {name: wall.detail for name, wall in walls.items() if not wall.on}
+        off = {name: wall.detail for name, wall in walls.items() if not wall.on and not wall.chosen}
         if off:
             summary = "; ".join(f"{name}: {why}" for name, why in off.items())
             if self.sandbox == STRICT:
@@ -188,7 +241,16 @@ class Walls:
             "seccomp": walls["seccomp"].on,
             "scratch": scratch,
         }
-        return Launch([self.launcher_python, "-I", str(LAUNCHER), _json(launch), *argv], scratch)
+        channel = None
+        if walls["egress"].on and walls["seccomp"].on:
+            channel = self.guard.channel()
+            launch["egress"] = {"channel": channel[1].fileno()}
+        argv = [self.launcher_python, "-I", str(LAUNCHER), _json(launch), *argv]
+        return Launch(argv, scratch, self.guard if channel else None, channel)
+
+    def egress_enforced(self) -> str | None:
+        """FUNCTIONS_EGRESS where the guard enforces it (hosts explain its refusals), else None."""
+        return self.egress.mode if self.offered["egress"].on and self.offered["seccomp"].on else None
 
     def report(self) -> dict[str, Json]:
         """For /sys/healthcheck: the sandbox mode and, per host, each wall on or off with the reason."""

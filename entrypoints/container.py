@@ -10,6 +10,7 @@ from dependency_injector import containers, providers
 
 from adapters.codec import make_body_converter
 from adapters.dedicated_runtime import DedicatedRuntime
+from adapters.egress_guard import machine_policy
 from adapters.fs_store import FileSystemStore
 from adapters.node_runtime import NodeRuntime
 from adapters.npm_installer import NpmInstaller
@@ -40,8 +41,12 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Dependency(instance_of=Settings)
     store = providers.Singleton(FileSystemStore, root=settings.provided.storage_dir)
+    # Which addresses functions may reach (FUNCTIONS_EGRESS, FUNCTIONS_EGRESS_ALLOW), judged by the walls.
+    egress = providers.Singleton(
+        machine_policy, mode=settings.provided.egress, allow=settings.provided.egress_allow
+    )
     # The operating-system walls of every host (FUNCTIONS_SANDBOX), asked of the machine once.
-    walls = providers.Singleton(Walls, sandbox=settings.provided.sandbox)
+    walls = providers.Singleton(Walls, sandbox=settings.provided.sandbox, egress=egress)
     # The embedded Python runtime; LRU and idle eviction reuse the Node settings (one policy, two runtimes).
     local_python = providers.Singleton(
         PythonRuntime,

@@ -13,6 +13,9 @@ from typing import Any
 
 from attrs import field, frozen
 
+from adapters.egress_policy import MODES as EGRESS_MODES
+from adapters.egress_policy import AllowRule, parse_allow
+
 NODE_BUILTINS = ("http", "https", "url", "util", "zlib", "dns", "stream", "buffer", "crypto")
 PYTHON_BUILTINS = tuple(
     "json csv xml html email re string textwrap unicodedata difflib math decimal fractions random "
@@ -72,6 +75,8 @@ class Settings:
     isolation: str = "shared"  # shared: one Node host, the kernel pool; dedicated: hosts per workspace
     sandbox: str = "standard"  # strict: no host starts with an operating-system wall missing
     nodejs_native_addons: bool = False  # Node's permission model refuses native addons unless this is on
+    egress: str = "public"  # public: no loopback, link-local, private or own address; none; all
+    egress_allow: tuple[AllowRule, ...] = ()  # FUNCTIONS_EGRESS_ALLOW: reachable whatever the mode
 
 
 # Parsers take the raw text and raise ValueError("expected ...") when it does not fit.
@@ -216,6 +221,8 @@ VARIABLES: tuple[tuple[tuple[str, ...], str, Parser], ...] = (
     (("FUNCTIONS_ISOLATION",), "isolation", choice("shared", "dedicated")),
     (("FUNCTIONS_SANDBOX",), "sandbox", choice("strict", "standard")),
     (("NODEJS_NATIVE_ADDONS",), "nodejs_native_addons", boolean),
+    (("FUNCTIONS_EGRESS",), "egress", choice(*EGRESS_MODES)),
+    (("FUNCTIONS_EGRESS_ALLOW",), "egress_allow", parse_allow),
 )
 
 

@@ -4,6 +4,10 @@ Started by the service's own Python as `python -I launcher.py '<json plan>' host
 adapters/walls.py for the plan. In order: resource limits, the unprivileged user, no_new_privs,
 Landlock, the seccomp filter, then execv. Any wall that the plan asks for and that cannot be raised
 stops the launch (exit 126): a host never starts with fewer walls than the service reports.
+
+The egress wall: the filter also turns connect and addressed sends into user notifications. Its listener
+is handed to the service's guard (adapters/egress_guard.py) over an inherited channel before the exec, and
+closed here: the host never holds the descriptor that answers for it.
 """
 
 import ctypes
@@ -29,6 +33,8 @@ CLONE_THREAD = 0x00010000
 CLONE_NEWUSER = 0x10000000
 PR_SET_NO_NEW_PRIVS = 38
 AF_PACKET, SOCK_RAW, SOCK_TYPE_MASK = 17, 3, 0xF
+IPPROTO_SCTP = 132  # SCTP connects through setsockopt (SCTP_SOCKOPT_CONNECTX), which no notification sees
+GUARDED_CALLS = ("connect", "sendmsg", "sendmmsg")  # and sendto with an address: decided by the guard
 LIMITS = {
     "address_space": resource.RLIMIT_AS,
     "open_files": resource.RLIMIT_NOFILE,
@@ -121,8 +127,9 @@ def restrict_files(read: list[str], execute: list[str], write: list[str]) -> Non
     ruleset.apply()
 
 
-def filter_calls() -> None:
-    """seccomp: threads yes, new processes no; and none of the calls in REFUSED_CALLS."""
+def filter_calls(egress: bool) -> int | None:
+    """seccomp: threads yes, new processes no; and none of the calls in REFUSED_CALLS. With `egress`,
+    connects and addressed sends wait for the guard's answer; the filter's listener is returned."""
     if seccomp is None:
         raise RuntimeError("pyseccomp or libseccomp is missing")
     refuse = seccomp.ERRNO(errno.EPERM)
@@ -140,7 +147,30 @@ def filter_calls() -> None:
     # Raw and packet sockets read or forge any traffic of the machine.
     add_rule(rules, refuse, "socket", seccomp.Arg(0, seccomp.EQ, AF_PACKET))
     add_rule(rules, refuse, "socket", seccomp.Arg(1, seccomp.MASKED_EQ, SOCK_TYPE_MASK, SOCK_RAW))
+    if not egress:
+        rules.load()
+        return None
+    add_rule(rules, seccomp.ERRNO(errno.EPROTONOSUPPORT), "socket", seccomp.Arg(2, seccomp.EQ, IPPROTO_SCTP))
+    for name in GUARDED_CALLS:
+        add_rule(rules, seccomp.NOTIFY, name)
+    add_rule(
+        rules, seccomp.NOTIFY, "sendto", seccomp.Arg(4, seccomp.NE, 0)
+    )  # sends on a connected socket pass
     rules.load()
+    listener = int(seccomp._libseccomp.seccomp_notify_fd(rules._filter))  # no public accessor in pyseccomp
+    if listener < 0:
+        raise RuntimeError("the seccomp filter has no listener")
+    return listener
+
+
+def hand_over(listener: int, channel: int) -> None:
+    """Give the guard the listener (it copies it with pidfd_getfd), wait for its word, then let go of it."""
+    os.write(channel, f"{listener}\n".encode())
+    answer = os.read(channel, 16)
+    os.close(listener)
+    os.close(channel)
+    if not answer.startswith(b"go"):
+        raise RuntimeError("the service's egress guard did not take the listener")
 
 
 def add_rule(rules: Any, action: int, name: str, *args: Any) -> None:
@@ -173,8 +203,13 @@ def main() -> None:
         if plan.get("landlock") is not None:
             rules = plan["landlock"]
             restrict_files(rules["read"], rules["execute"], rules.get("write", []))
+        egress = plan.get("egress")
         if plan.get("seccomp"):
-            filter_calls()
+            listener = filter_calls(egress is not None)
+            if egress is not None and listener is not None:
+                hand_over(listener, egress["channel"])
+        elif egress is not None:
+            raise RuntimeError("the egress wall needs the seccomp wall")
     except Exception as exc:  # a wall that was planned and cannot be raised: no host
         fail(f"{type(exc).__name__}: {exc}")
     try:

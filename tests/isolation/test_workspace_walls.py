@@ -9,7 +9,6 @@ cannot open the neighbour's files.
 
 import json
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from adapters.node_runtime import NodeRuntime
 from adapters.walls import HostPlan, Walls
 from tests.e2e.serving import serving
 from tests.python.kernels import kernel
+from tests.walls.conftest import run_launched
 
 pytestmark = [pytest.mark.node, kernel]
 CANARY = f"canary-{uuid.uuid4().hex}"
@@ -130,11 +130,7 @@ def test_a_dedicated_hosts_landlock_rules_alone_admit_only_its_workspace(tmp_pat
     plan = HostPlan("nodejs", node, host.readable())
     own, other = str(storage / "a" / "index.js"), str(storage / "b" / "index.js")
     # No permission flags: only the launcher's walls stand between this process and the files.
-    launch = walls.launch(plan, [node, "-e", PROBE, own, other])
-    try:
-        done = subprocess.run(launch.argv, env={}, capture_output=True, text=True, timeout=30, check=False)
-    finally:
-        launch.cleanup()
+    done = run_launched(walls.launch(plan, [node, "-e", PROBE, own, other]))
     assert done.returncode == 0, done.stderr
     answers = json.loads(done.stdout)
     assert answers[own] == f"// a {CANARY}"

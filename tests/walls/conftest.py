@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from adapters.walls import HostPlan, Walls
+from adapters.walls import HostPlan, Launch, Walls
 
 PROBE = Path(__file__).resolve().parent / "probe.py"
 SYSTEM_PYTHON = "/usr/bin/python3"  # reachable by the unprivileged user, unlike the service's own Python
@@ -37,12 +37,25 @@ def run_probe(walls: Walls, inside: Path, outside: Path, *, scratch: bool = True
     launch = walls.launch(
         plan, [SYSTEM_PYTHON, "-I", str(PROBE), str(inside), str(outside), str(os.getpid())]
     )
-    try:
-        done = subprocess.run(
-            launch.argv, capture_output=True, text=True, env={"LANG": "C.UTF-8"}, timeout=30, check=False
-        )
-    finally:
-        launch.cleanup()
+    done = run_launched(launch)
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
+
+
+def run_launched(launch: Launch, timeout_s: float = 30) -> "subprocess.CompletedProcess[str]":
+    """Start a launch as the runtimes do: the launcher inherits the egress channel, the guard adopts it."""
+    try:
+        with subprocess.Popen(
+            launch.argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"LANG": "C.UTF-8"},
+            pass_fds=launch.pass_fds,
+        ) as process:
+            launch.started(process.pid)
+            out, err = process.communicate(timeout=timeout_s)
+            return subprocess.CompletedProcess(launch.argv, process.returncode, out, err)
+    finally:
+        launch.cleanup()

@@ -154,7 +154,7 @@ def test_the_python_api_health_carries_the_kernels_walls(open_folder: Path) -> N
         walls: Walls | None = None  # as PythonRuntime carries them
 
     walls = Walls(offered={**OFFERED, "user": Wall(False, "simulated")})
-    walls.launch(HostPlan("python", SYSTEM_PYTHON, [str(open_folder)]), [SYSTEM_PYTHON])
+    walls.launch(HostPlan("python", SYSTEM_PYTHON, [str(open_folder)]), [SYSTEM_PYTHON]).cleanup()
     runtime = WalledRuntime(walls=walls)
     with TestClient(create_python_api(runtime)) as client:
         health = client.get("/sys/healthcheck").json()
