@@ -19,6 +19,7 @@ const workerConfig = {
   sharedModules: config.sharedModules ?? null,
   packages: config.packages ?? {},
   logLimits: config.logLimits ?? { maxEntries: 1000, maxBytes: 1024 * 1024 },
+  egress: config.egress ?? null, // FUNCTIONS_EGRESS when the guard enforces it: refusals are explained
 };
 const now = () => performance.timeOrigin + performance.now();
 const writeLine = (line) => process.stdout.write(`${line}\n`);

@@ -8,6 +8,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
 import { makeRequire } from './modules.mjs';
 import { harden, hardenRealm } from './harden.mjs';
+import { explainRefusals } from './egress.mjs';
 
 const currentRun = new AsyncLocalStorage();
 const LEVELS = { log: 'log', info: 'info', warn: 'warn', error: 'error', debug: 'debug', trace: 'debug', dir: 'log' };
@@ -131,6 +132,7 @@ export function loadWorkspace(script, config, folder) {
     context,
   );
   context.require = makeRequire({ context, config, folder, ContextError: inside.Error, parse: inside.parse });
+  explainRefusals(config.egress, config.builtins);
   sealHostRealm();
   // Every host global is frozen, not only the ones handed in: their prototypes are shared with Node's own
   // objects (EventEmitter.prototype is in the chain of `process`).

@@ -11,9 +11,22 @@ let sandbox = null;
 let lines = {}; // the script's own table: function name -> [first, last] line of its code
 const now = () => performance.timeOrigin + performance.now();
 
+// `fetch failed` says nothing by itself: the causes say what failed (a refused address, a DNS name).
+function withCauses(error) {
+  let message = error.message;
+  let cause = error.cause;
+  for (let depth = 0; depth < 3 && cause !== null && typeof cause === 'object'; depth += 1) {
+    if (typeof cause.message === 'string' && cause.message && !message.includes(cause.message)) {
+      message += `: ${cause.message}`;
+    }
+    cause = cause.cause;
+  }
+  return message;
+}
+
 function describeThrown(value) {
   if (value !== null && typeof value === 'object' && typeof value.message === 'string') {
-    const error = { name: String(value.name ?? 'Error'), message: value.message };
+    const error = { name: String(value.name ?? 'Error'), message: withCauses(value) };
     if (typeof value.stack === 'string') error.stack = mapStack(value.stack, lines);
     return error;
   }

@@ -14,6 +14,7 @@ import builtins
 import contextvars
 import datetime
 import decimal
+import errno
 import gc
 import json
 import linecache
@@ -432,6 +433,8 @@ def audit(event: str, args: tuple[Any, ...]) -> None:
         raise ImportError(f"import of module {args[0]!r} is not allowed in functions")
     elif event == "socket.__new__" and contained():
         check_socket(sys._getframe(1))
+        if not _explained and CONFIG.get("egress"):
+            explain_refusals(CONFIG["egress"])
     elif event == "code.__new__" and sys._getframe(1).f_code.co_filename in _user_files:
         # bytecode made by hand can read and write any memory; the stdlib's own `code.replace` may go on
         raise PermissionError("code.__new__ is not allowed in functions")
@@ -448,6 +451,44 @@ def check_socket(frame: types.FrameType) -> None:
         caller = caller.f_back  # out of socket.py (accept() adopts the descriptors it gets)
     if caller is not None and caller.f_code.co_filename in _user_files:
         raise PermissionError("socket of an open descriptor is not allowed in functions")
+
+
+EGRESS_HINTS = {
+    "public": "FUNCTIONS_EGRESS=public lets functions reach public addresses only; "
+    "an internal service can be allowed with FUNCTIONS_EGRESS_ALLOW",
+    "none": "FUNCTIONS_EGRESS=none lets functions reach no address; "
+    "one can be allowed with FUNCTIONS_EGRESS_ALLOW",
+}
+_explained = False
+
+
+def explain_refusals(mode: str) -> None:
+    """The service refuses a forbidden connection with EACCES (adapters/egress_guard.py); the socket
+    methods that reach an address say so and name the settings. Patched at the first socket of an
+    interpreter, as socket.py loads only when something needs it (urllib, http.client)."""
+    global _explained
+    _explained = True
+    sockets = sys.modules.get("socket")
+    hint = EGRESS_HINTS.get(mode)
+    if sockets is None or hint is None:
+        return
+
+    def explained(real: Any) -> Any:
+        def guarded(self: Any, *args: Any) -> Any:
+            try:
+                return real(self, *args)
+            except PermissionError as exc:
+                if exc.errno != errno.EACCES:
+                    raise
+                address = args[0] if real.__name__ == "connect" else args[-1]
+                raise PermissionError(
+                    exc.errno, f"{exc.strerror}: {address!r} refused by the egress policy ({hint})"
+                ) from None
+
+        return guarded
+
+    for name in ("connect", "sendto"):
+        replace(sockets.socket, name, explained)
 
 
 def check_open(path: Any, mode: Any, flags: int) -> None:
