@@ -345,6 +345,20 @@ def test_with_an_api_key_every_api_route_needs_it(runtime: ScriptedRuntime) -> N
         assert client.get("/sys/healthcheck").status_code == 200  # probes need no key
 
 
+@pytest.mark.parametrize("caller", ["127.0.0.1", "::1"])
+def test_a_caller_on_loopback_is_not_trusted_for_it(runtime: ScriptedRuntime, caller: str) -> None:
+    """Functions could call the API from the machine itself: being on loopback proves nothing."""
+    app = create_app(container_for(runtime, FUNCTIONS_API_KEY="s3cret"))
+    with TestClient(app, client=(caller, 40000)) as client:
+        body = {"functions": {"f": {"code": "return 1"}}}
+        for method, path, payload in [
+            ("POST", "/v2/functions/victim", body),
+            ("DELETE", "/v2/functions/victim", None),
+            ("POST", "/v2/functions/victim/run/f", {}),
+        ]:
+            assert client.request(method, path, json=payload).status_code == 401
+
+
 def test_without_an_api_key_no_route_asks_for_one(client: TestClient) -> None:
     assert client.get("/v2/functions").status_code == 200
 

@@ -65,7 +65,11 @@ def test_no_route_reads_a_planted_secret(tenant: Tenant, payload: str) -> None:
     tenant.survived()
 
 
-def test_the_service_answers_a_function_without_the_key_with_401(tenant: Tenant) -> None:
-    code = "const r = await fetch(parameters.url + '/v2/functions'); return r.status"
-    assert tenant.attack(code, {"url": tenant.url}).json()["result"] == 401
+def test_a_function_cannot_reach_the_service_with_or_without_the_key(tenant: Tenant) -> None:
+    code = (
+        "try { const r = await fetch(parameters.url + '/v2/functions'); return r.status }"
+        " catch (err) { return err.cause.message }"
+    )
+    refused = tenant.attack(code, {"url": tenant.url}).json()["result"]
+    assert "refused by the egress policy" in refused and "FUNCTIONS_EGRESS" in refused
     tenant.survived()
