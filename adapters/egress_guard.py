@@ -17,6 +17,7 @@ at once with EACCES, which the runtimes turn into an error naming FUNCTIONS_EGRE
 import ctypes
 import errno
 import fcntl
+import functools
 import ipaddress
 import logging
 import os
@@ -24,6 +25,7 @@ import select
 import selectors
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -99,18 +101,25 @@ def pidfd_getfd(pidfd: int, target: int) -> int:
     return int(fd)
 
 
+@functools.cache
 def probe() -> str | None:
-    """Why this machine cannot run the guard, or None: pidfds, pidfd_getfd and seccomp notification."""
+    """Why this machine cannot run the guard, or None: seccomp notification, and pidfd_getfd on a child
+    (which ptrace rules such as Yama's scope 2 may refuse). Asked once: it starts a short process."""
     try:
-        pidfd = os.pidfd_open(os.getpid())
-    except (AttributeError, OSError) as exc:
-        return f"the kernel offers no pidfd_open ({exc})"
-    try:
-        os.close(pidfd_getfd(pidfd, pidfd))
+        child = subprocess.Popen(["sleep", "10"], stdin=subprocess.DEVNULL)
     except OSError as exc:
-        return f"the kernel offers no pidfd_getfd ({exc.strerror})"
+        return f"cannot start a process to try pidfd_getfd on ({exc})"
+    try:
+        pidfd = os.pidfd_open(child.pid)
+        try:
+            os.close(pidfd_getfd(pidfd, 0))
+        finally:
+            os.close(pidfd)
+    except (AttributeError, OSError) as exc:
+        return f"the service cannot copy its hosts' descriptors (pidfd_getfd: {exc})"
     finally:
-        os.close(pidfd)
+        child.kill()
+        child.wait()
     if not Path("/proc/sys/kernel/seccomp/actions_avail").exists():
         return "the kernel does not say which seccomp actions it offers"
     actions = Path("/proc/sys/kernel/seccomp/actions_avail").read_text().split()
