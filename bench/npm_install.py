@@ -97,9 +97,9 @@ def run(rounds: int, real: bool) -> None:
         )
         if real:
             code = "require('lodash');"
-            report("save + lodash (npmjs), cold cache", *measure(rounds, None, code, new_root))
+            report("save + lodash (public npm registry), cold cache", *measure(rounds, None, code, new_root))
             measure(1, None, code, lambda: shared)
-            report("save + lodash (npmjs), warm cache", *measure(rounds, None, code, lambda: shared))
+            report("save + lodash (public npm registry), warm cache", *measure(rounds, None, code, lambda: shared))
 
 
 if __name__ == "__main__":
