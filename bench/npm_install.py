@@ -99,7 +99,10 @@ def run(rounds: int, real: bool) -> None:
             code = "require('lodash');"
             report("save + lodash (public npm registry), cold cache", *measure(rounds, None, code, new_root))
             measure(1, None, code, lambda: shared)
-            report("save + lodash (public npm registry), warm cache", *measure(rounds, None, code, lambda: shared))
+            report(
+                "save + lodash (public npm registry), warm cache",
+                *measure(rounds, None, code, lambda: shared),
+            )
 
 
 if __name__ == "__main__":

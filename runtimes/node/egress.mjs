@@ -22,7 +22,17 @@ function explainer(hint) {
       err.message = `${before} (refused by the egress policy: ${hint})`;
       if (typeof err.stack === 'string') err.stack = err.stack.replace(before, err.message);
     }
-    if (Array.isArray(err.errors)) err.errors.forEach(explain); // happy eyeballs: one error per address tried
+    if (Array.isArray(err.errors) && err.errors.length) {
+      // Happy eyeballs (`localhost` is ::1 and 127.0.0.1): one error per address tried, and an aggregate
+      // whose own message is empty. It says what its errors say.
+      err.errors.forEach(explain);
+      const messages = err.errors.map((inner) => String(inner?.message ?? inner));
+      if (!String(err.message).includes('egress policy') && messages.some((m) => m.includes('egress policy'))) {
+        const before = err.message;
+        err.message = messages.join('; ');
+        if (typeof err.stack === 'string') err.stack = before ? err.stack.replace(before, err.message) : `${err.name}: ${err.message}\n${err.stack.split('\n').slice(1).join('\n')}`;
+      }
+    }
     return err;
   };
   return explain;

@@ -480,14 +480,15 @@ def explain_refusals(mode: str) -> None:
             except PermissionError as exc:
                 if exc.errno != errno.EACCES:
                     raise
-                address = args[0] if real.__name__ == "connect" else args[-1]
+                given = {"connect": args[:1], "sendto": args[-1:], "sendmsg": args[3:4]}[real.__name__]
+                address = given[0] if given else "its peer"
                 raise PermissionError(
                     exc.errno, f"{exc.strerror}: {address!r} refused by the egress policy ({hint})"
                 ) from None
 
         return guarded
 
-    for name in ("connect", "sendto"):
+    for name in ("connect", "sendto", "sendmsg"):  # connect_ex answers a number: nothing to say it in
         replace(sockets.socket, name, explained)
 
 
