@@ -264,7 +264,10 @@ class EgressGuard:
                 except Exception:  # the guard must outlive any one host's call
                     log.exception("egress guard: %s failed", kind)
             if time.monotonic() - last_sweep > SWEEP_S:
-                self._sweep()
+                try:
+                    self._sweep()
+                except Exception:
+                    log.exception("egress guard: the sweep failed")
                 last_sweep = time.monotonic()
 
     def _take_incoming(self) -> None:
