@@ -40,7 +40,8 @@ async def settled_resident_mib(pid: int) -> float:
 async def test_replaced_interpreters_give_their_memory_back(kernel_python: str) -> None:
     # A closed interpreter used to wait forever in `threading._shutdown` (3.11, 3.12) when closed from
     # another thread than the one that built it, and every replaced version stayed in memory.
-    runtime = python_runtime(pool_size=1, max_memory_mb=2048, python_binary=kernel_python)
+    # Room in the timeout: holding 40 MiB per version is slow on a loaded machine.
+    runtime = python_runtime(pool_size=1, max_memory_mb=2048, python_binary=kernel_python, timeout_ms=20_000)
     await runtime.start()
     try:
         service = Workspaces(InMemoryStore(), {Language.PYTHON: runtime})
