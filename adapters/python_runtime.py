@@ -3,10 +3,12 @@
 The service keeps the policy here: which kernel holds a workspace (it sticks to one while resident;
 new ones go to the least loaded), LRU and idle eviction, timeouts (a subinterpreter cannot be
 interrupted, so a run over its timeout costs its kernel, replaced by a booted spare), and which
-workspaces need a kernel of their own (packages with native code run in a main interpreter).
+workspaces need a kernel of their own (packages that need compiled extension modules, their own or a
+dependency's, run in the main interpreter of a kernel of their own).
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -127,8 +129,10 @@ class PythonRuntime:
         self._spare: Kernel | None = None
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
         self._loading: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._main_only: set[str] = set()  # workspaces that need a main interpreter (a kernel of their own)
-        self._native: dict[str, bool] = {}  # module -> ships native code (asked once per module)
+        # Workspaces that met a compiled extension that cannot load in a subinterpreter: kernels of their own.
+        self._main_only: set[str] = set()
+        # module -> the distribution with compiled extensions that it needs, or None (asked once per module)
+        self._compiled: dict[str, str | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._state, self._error, self._python = "starting", "", ""
         self._closing = False
@@ -164,6 +168,11 @@ class PythonRuntime:
             return {}
         reply = await self._any_kernel().host.request({"type": "compile", "functions": specs}, timeout_s=30.0)
         raise_compile_errors(reply)
+        if not self.dedicated_kernels:
+            # Decided at save, so that the first run goes straight to the right kernel (and if the kernel
+            # cannot answer now, the first run asks again).
+            with contextlib.suppress(Unavailable):
+                await self._compiled_packages(workspace)
         return {"main.py": generate_main(workspace)}
 
     async def run(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Outcome:
@@ -172,6 +181,12 @@ class PythonRuntime:
         ):  # again only if the kernel lost the workspace or it needs a main interpreter
             reply = await self._run_once(workspace, function, params)
             if reply["status"] == "needs_main":
+                error = reply.get("error") or {}
+                log.info(
+                    "workspace %r moves to a kernel of its own: %s",
+                    workspace.id,
+                    f"{error.get('name')}: {error.get('message')}",
+                )
                 self._main_only.add(workspace.id)
                 await self.evict(workspace.id)
             elif reply["status"] == "not_loaded":
@@ -287,11 +302,14 @@ class PythonRuntime:
         return used is not None and used > self.max_memory_mb * RECYCLE_AT_MEMORY_SHARE
 
     async def _kernel_for(self, workspace: Workspace) -> Kernel:
-        if (
-            self.dedicated_kernels
-            or workspace.id in self._main_only
-            or await self._uses_native_code(workspace)
-        ):
+        if self.dedicated_kernels or workspace.id in self._main_only:
+            return await self._launch(dedicated=True)
+        compiled = await self._compiled_packages(workspace)
+        if compiled:
+            why = ", ".join(f"{module} ({name})" for module, name in sorted(compiled.items()))
+            log.debug(
+                "workspace %r runs in a kernel of its own: compiled extensions in %s", workspace.id, why
+            )
             return await self._launch(dedicated=True)
         live = [k for k in self._pool if k.alive]
         if not live:
@@ -299,16 +317,23 @@ class PythonRuntime:
         fresh = [k for k in live if not k.draining] or live
         return min(fresh, key=lambda k: len(k.resident))
 
-    async def _uses_native_code(self, workspace: Workspace) -> bool:
-        """Packages with compiled extensions may not load in a subinterpreter: give them a main one."""
+    async def _compiled_packages(self, workspace: Workspace) -> dict[str, str]:
+        """The whitelisted packages the workspace imports that need compiled extension modules (their own
+        or a dependency's: python-docx needs lxml), each with the distribution that ships them.
+
+        Such modules may not load in a subinterpreter (CPython 3.12+ refuses most; Cython's and PyO3's
+        load in one interpreter per process), so these workspaces run in the main interpreter of a kernel
+        of their own. A kernel answers from the installed distributions' files and metadata; the answer
+        is kept per module."""
         packages = {m for m in imported_modules(workspace) if m in self.packages_whitelist}
-        unknown = sorted(packages - set(self._native))
+        unknown = sorted(packages - set(self._compiled))
         if unknown:
             reply = await self._any_kernel().host.request(
                 {"type": "inspect", "modules": unknown}, timeout_s=30.0
             )
-            self._native.update({m: m in reply.get("native", ()) for m in unknown})
-        return any(self._native[m] for m in packages)
+            found = reply.get("compiled") or {}
+            self._compiled.update({m: found.get(m) for m in unknown})
+        return {m: name for m in packages if (name := self._compiled[m]) is not None}
 
     # -- residency --------------------------------------------------------------------------------
 

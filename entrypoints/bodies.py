@@ -2,6 +2,7 @@
 
 import json
 import math
+import sys
 from typing import Any
 
 from starlette.requests import Request
@@ -63,7 +64,7 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 def parse_json(raw: bytes) -> Json:
     """The JSON value of a body; InvalidRequest says what is wrong and where."""
     try:
-        return _DECODER.decode(raw.decode())
+        return _DECODER.decode(text := raw.decode())
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"the request body is not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -74,6 +75,55 @@ def parse_json(raw: bytes) -> Json:
         ) from None
     except RecursionError:
         raise InvalidRequest("malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        raise _too_many_digits(text) from None
+
+
+class _Digits(int):
+    """An integer too long to convert, found again by `_too_many_digits`: how many digits it has."""
+
+
+def _too_many_digits(text: str) -> InvalidRequest:
+    """Python converts integers of at most sys.get_int_max_str_digits() digits (4300; more would take
+    quadratic time): a longer one is named by its place in the body, as an InvalidRequest."""
+    limit = sys.get_int_max_str_digits()
+
+    def integer(digits: str) -> int:
+        length = len(digits.lstrip("-"))
+        return _Digits(length) if length > limit else int(digits)
+
+    decoder = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite, parse_int=integer)
+    try:
+        found = _find_digits(decoder.decode(text), "$")
+    except RecursionError:  # nested too deeply to walk: the body as a whole
+        found = None
+    path, digits = found or ("$", limit + 1)
+    return InvalidRequest(
+        f"the number at {path} has {digits} digits: integers are limited to {limit} digits; "
+        "send a longer one as a string",
+        path=path,
+        limit=limit,
+    )
+
+
+def _find_digits(value: Json, path: str) -> tuple[str, int] | None:
+    if isinstance(value, _Digits):
+        return path, int(value)
+    if isinstance(value, dict):
+        items = (
+            (f"{path}.{key}" if key.isidentifier() else f"{path}[{json.dumps(key)}]", item)
+            for key, item in value.items()
+        )
+    elif isinstance(value, list):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        if (found := _find_digits(item, where)) is not None:
+            return found
+    return None
 
 
 async def read_json(request: Request, limit: int, empty: Json = MISSING) -> Json:

@@ -6,6 +6,8 @@ only the standard library. User code gets its own globals with restricted builti
 `__import__`, read-only views of allowed modules, and no `open`, `eval`, `exec`, `compile`, `vars`.
 """
 
+import __future__
+
 import _thread
 import ast
 import atexit
@@ -16,6 +18,7 @@ import datetime
 import decimal
 import errno
 import gc
+import importlib
 import json
 import linecache
 import logging
@@ -44,6 +47,8 @@ REFUSED_ATTRIBUTES = frozenset(
     "f_globals f_locals f_builtins f_back f_code f_trace tb_frame tb_next gi_frame gi_code cr_frame "
     "cr_code ag_frame ag_code co_code mro".split()
 )
+# What user code may read of an object's class: `self.__class__.__name__` in a `__repr__`.
+CLASS_NAMES = frozenset({"__name__", "__qualname__", "__module__"})
 FORMAT_METHODS = frozenset({"format", "format_map"})
 GUARD = "__sandbox_attribute__"  # what `x.format` compiles to: user code cannot name it
 REFUSED_NAMES = frozenset({"__builtins__", "__loader__", "__spec__", GUARD})
@@ -67,17 +72,75 @@ _current: contextvars.ContextVar["Capture | None"] = contextvars.ContextVar("cap
 # -- compiling ---------------------------------------------------------------------------------------
 
 
-def refusal(node: ast.AST) -> str | None:
-    """Why a node of user code is refused at save, or None."""
+def refusal(node: ast.AST, names_a_class: bool = False) -> str | None:
+    """Why a node of user code is refused at save, or None; `names_a_class` for an `x.__class__` whose
+    `__name__`, `__qualname__` or `__module__` is read."""
     if isinstance(node, ast.Attribute):
         name = node.attr
-        if (name.startswith("__") and name.endswith("__") and name not in ALLOWED_DUNDERS) or (
-            name in REFUSED_ATTRIBUTES
-        ):
-            return f"attribute {name!r} is not allowed in functions"
+        if name == "__class__" and not names_a_class:
+            return (
+                "attribute '__class__' is not allowed in functions: use type(x) (reading "
+                "x.__class__.__name__, __qualname__ or __module__ is allowed)"
+            )
+        if name == "__class__":
+            return None
+        if name.startswith("__") and name.endswith("__") and name not in ALLOWED_DUNDERS:
+            return (
+                f"attribute {name!r} is not allowed in functions: not supported, because it leads to "
+                "the interpreter's internals"
+            )
+        if name in REFUSED_ATTRIBUTES:
+            return (
+                f"attribute {name!r} is not allowed in functions: not supported, because frames and code "
+                "objects reach other code's variables"
+            )
     if isinstance(node, ast.Name) and node.id in REFUSED_NAMES:
-        return f"name {node.id!r} is not allowed in functions"
+        return (
+            f"name {node.id!r} is not allowed in functions: not supported, because it reaches the "
+            "interpreter's internals"
+        )
     return None
+
+
+def class_names(node: ast.AST) -> ast.AST | None:
+    """The `x.__class__` of `x.__class__.__name__` (or `__qualname__`, `__module__`) being read, else None."""
+    if (
+        isinstance(node, ast.Attribute)
+        and node.attr in CLASS_NAMES
+        and isinstance(node.ctx, ast.Load)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "__class__"
+        and isinstance(node.value.ctx, ast.Load)
+    ):
+        return node.value
+    return None
+
+
+def check_tree(tree: ast.AST, name: str) -> None:
+    """SyntaxError at the first refused node (in the user's line and column)."""
+    reading_names: set[int] = set()  # `x.__class__` nodes whose name is read: ast.walk meets parents first
+    for node in ast.walk(tree):
+        if (inner := class_names(node)) is not None:
+            reading_names.add(id(inner))
+        if (why := refusal(node, id(node) in reading_names)) is not None:
+            raise SyntaxError(why, (name, node.lineno, node.col_offset + 1, None))  # type: ignore[attr-defined]
+
+
+def future_flags(body: list[ast.stmt], name: str) -> tuple[list[ast.stmt], int]:
+    """`from __future__ import ...` at the start of a body (after its docstring): the body without them,
+    and the compiler flags they stand for (the body is compiled as a function's, where they cannot be)."""
+    start = 1 if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else 0
+    flags, end = 0, start
+    for statement in body[start:]:
+        if not isinstance(statement, ast.ImportFrom) or statement.module != "__future__":
+            break
+        for alias in statement.names:
+            if alias.name not in __future__.all_feature_names:
+                where = (name, statement.lineno, statement.col_offset + 1, None)
+                raise SyntaxError(f"future feature {alias.name} is not defined", where)
+            flags |= getattr(__future__, alias.name).compiler_flag
+        end += 1
+    return body[:start] + body[end:], flags
 
 
 class FormatGuard(ast.NodeTransformer):
@@ -122,11 +185,10 @@ def compile_function(spec: dict[str, Any]) -> types.CodeType:
     """
     name, code = spec["name"], spec["code"]
     tree = ast.parse(code, filename=name)
-    for node in ast.walk(tree):
-        if (why := refusal(node)) is not None:
-            raise SyntaxError(why, (name, node.lineno, node.col_offset + 1, None))  # type: ignore[attr-defined]
+    check_tree(tree, name)
     tree = FormatGuard().visit(tree)
-    body = tree.body or [ast.Pass()]
+    statements, flags = future_flags(tree.body, name)
+    body = statements or [ast.Pass()]
     if assigns_result(body):
         body = [*body, ast.Return(ast.Name("result", ast.Load()))]
     args = ast.arguments(
@@ -136,12 +198,13 @@ def compile_function(spec: dict[str, Any]) -> types.CodeType:
         kw_defaults=[],
         defaults=[],
     )
-    kind = ast.AsyncFunctionDef if is_async(tree.body) else ast.FunctionDef
+    kind = ast.AsyncFunctionDef if is_async(statements) else ast.FunctionDef
     extra: dict[str, Any] = {"type_params": []} if sys.version_info >= (3, 12) else {}
     definition = kind(name="_user", args=args, body=body, decorator_list=[], returns=None, **extra)
     module = ast.Module([definition], type_ignores=[])
     ast.fix_missing_locations(module)  # the wrapper itself sits on the user's line 1
-    return compile(module, name, "exec", dont_inherit=True)
+    compiled: types.CodeType = compile(module, name, "exec", flags=flags, dont_inherit=True)
+    return compiled
 
 
 def check(request: dict[str, Any]) -> dict[str, Any]:
@@ -167,17 +230,49 @@ def check(request: dict[str, Any]) -> dict[str, Any]:
 
 def allowed(name: str) -> bool:
     top = name.partition(".")[0]
-    return (top in CONFIG["builtins"] or top in CONFIG["packages"]) and name not in CONFIG["refusedModules"]
+    return (
+        (top in CONFIG["builtins"] or top in CONFIG["packages"])
+        and name not in CONFIG["refusedModules"]
+        and unsupported(name) is None
+    )
+
+
+def unsupported(name: str) -> str | None:
+    """Why a module stays out of reach whatever the settings say, or None."""
+    for refused in (name, *(name[:i] for i, c in enumerate(name) if c == ".")):
+        if refused in UNSUPPORTED:
+            return UNSUPPORTED[refused]
+    return None
 
 
 def refused_import(name: str) -> ImportError:
     top = name.partition(".")[0]
+    why = unsupported(name)
+    if why is not None and (
+        unsupported(top) is not None or top in CONFIG["builtins"] or top in CONFIG["packages"]
+    ):
+        return ImportError(
+            f"import of module {name!r} is not allowed in functions: not supported, because {why}", name=name
+        )
     if name != top and allowed(top):
-        return ImportError(f"import of module {name!r} is not allowed in functions")
+        return ImportError(f"import of module {name!r} is not allowed in functions: not supported", name=name)
     setting = (
         "PYTHON_BUILTIN_MODULES" if top in sys.stdlib_module_names else "PYTHON_PACKAGES_WHITELIST_IMPORT"
     )
     return ImportError(f"import of module {top!r} is not allowed: add it to {setting} to allow it", name=top)
+
+
+def not_installed(exc: ModuleNotFoundError, name: str) -> ModuleNotFoundError:
+    """A whitelisted package, or a module it needs, that is not installed: say how to install it."""
+    top, missing = name.partition(".")[0], exc.name or ""
+    if missing == top:
+        why = f"{top!r} is in PYTHON_PACKAGES_WHITELIST_IMPORT but not installed"
+    elif missing.partition(".")[0] == top:
+        return exc  # a submodule that the package does not have
+    else:
+        why = f"{top!r} needs module {missing!r}, which is not installed"
+    fix = "add its distribution to PYTHON_PACKAGES_AUTO_INSTALL (installed at start-up)"
+    return ModuleNotFoundError(f"No module named {missing!r}: {why}; {fix}", name=missing)
 
 
 _views: dict[str, "ModuleView"] = {}
@@ -231,7 +326,9 @@ def guarded_import(
     name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
 ) -> ModuleView:
     if level != 0:
-        raise ImportError("relative imports are not allowed in functions")
+        raise ImportError(
+            "relative imports are not allowed in functions: functions have no package to be relative to"
+        )
     if not allowed(name):
         raise refused_import(name)
     for item in fromlist or ():
@@ -240,8 +337,17 @@ def guarded_import(
             if full in CONFIG["refusedModules"]:
                 raise refused_import(full)
     if fromlist and "*" in fromlist:
-        raise ImportError("`from ... import *` is not allowed in functions")
-    module = builtins.__import__(name, None, None, fromlist, 0)
+        raise ImportError("`from ... import *` is not allowed in functions: import the names you use")
+    try:
+        module = builtins.__import__(name, None, None, fromlist, 0)
+    except ModuleNotFoundError as exc:
+        top = name.partition(".")[0]
+        if top not in CONFIG["packages"] or not exc.name or exc.name in sys.stdlib_module_names:
+            raise
+        better = not_installed(exc, name)
+        if better is exc:
+            raise
+        raise better from None
     return view(module)
 
 
@@ -250,7 +356,10 @@ def safe_name(name: Any) -> Any:
         (name.startswith("__") and name.endswith("__") and name not in ALLOWED_DUNDERS)
         or name in REFUSED_ATTRIBUTES
     ):
-        raise AttributeError(f"attribute {name!r} is not allowed in functions")
+        raise AttributeError(
+            f"attribute {name!r} is not allowed in functions: not supported, because it leads to the "
+            "interpreter's internals (use type(x) for a class)"
+        )
     return name
 
 
@@ -310,7 +419,9 @@ def safe_attrgetter(*names: str) -> Any:
         for part in name.split("."):
             safe_name(part)
             if part in FORMAT_METHODS:
-                raise AttributeError(f"attrgetter of {part!r} is not allowed in functions")
+                raise AttributeError(
+                    f"attrgetter of {part!r} is not allowed in functions: call the method by its name"
+                )
     return operator.attrgetter(*names)
 
 
@@ -401,6 +512,38 @@ REFUSED_IMPORTS = frozenset(
     "_xxsubinterpreters _xxinterpchannels _interpreters _interpchannels _interpqueues backports.interpreters "
     "concurrent.interpreters _ctypes ctypes".split()
 )
+# Of those, what a package may import while user code runs: it gets a stand-in (`import_for_package`).
+PACKAGE_ONLY_IMPORTS = frozenset({"ctypes", "_ctypes"})
+# Why modules stay out of reach whatever the settings say: the end of a refusal's message.
+_OTHER_INTERPRETERS = "it reaches the other workspaces' interpreters"
+UNSUPPORTED = {
+    **{name: _OTHER_INTERPRETERS for name in REFUSED_IMPORTS},
+    "ctypes": "it reads and writes any memory of the kernel process",
+    "_ctypes": "it reads and writes any memory of the kernel process",
+    "logging.config": "its dictConfig imports any callable that its configuration names",
+}
+# What ImportErrors of compiled extensions that cannot load in a subinterpreter say (CPython 3.12+,
+# Cython, PyO3, numpy).
+SUBINTERPRETER_FAILURES = (
+    "subinterpreter",
+    "sub-interpreter",
+    "interpreter change detected",
+    "per process",
+)
+# Standard-library modules that packages import by name (charset_normalizer: `encodings.<codec>`).
+BY_NAME_ONLY = frozenset({"encodings"})
+# What pickles of ordinary data name outside the modules functions may import.
+PICKLE_GLOBALS = frozenset(
+    {
+        ("copyreg", "_reconstructor"),
+        ("_codecs", "encode"),
+        *(
+            ("builtins", name)
+            for name in "object bool int float complex str bytes bytearray list tuple dict set frozenset "
+            "slice range".split()
+        ),
+    }
+)
 # Events on paths: reads must stay in the Python installation and the private folder, writes in it.
 PATH_EVENTS = frozenset({"os.listdir", "os.scandir", "os.remove", "os.rmdir", "os.mkdir", "os.truncate"})
 WRITE_EVENTS = frozenset(
@@ -419,9 +562,9 @@ def contained() -> bool:
 
 
 def audit(event: str, args: tuple[Any, ...]) -> None:
-    if event in REFUSED_EVENTS:
+    if event in REFUSED_EVENTS or event.startswith("ctypes."):
         if contained():
-            raise PermissionError(f"{event} is not allowed in functions")
+            raise PermissionError(f"{event} is not allowed in functions: {refused_event_reason(event)}")
     elif event == "open":
         if contained():
             check_open(args[0], args[1], args[2])
@@ -430,27 +573,89 @@ def audit(event: str, args: tuple[Any, ...]) -> None:
             for path in args[:2] if event in ("os.rename", "os.link") else args[:1]:
                 check_path(event, path, write=event in WRITE_EVENTS)
     elif event == "import" and args[0] in REFUSED_IMPORTS and _user.get():  # the kernel imports them
-        raise ImportError(f"import of module {args[0]!r} is not allowed in functions")
+        import_for_package(args[0], sys._getframe(1))
     elif event == "socket.__new__" and contained():
         check_socket(sys._getframe(1))
         if not _explained and CONFIG.get("egress"):
             explain_refusals(CONFIG["egress"])
+    elif event == "pickle.find_class" and _user.get():
+        check_unpickle(args[0], args[1])
     elif event == "code.__new__" and sys._getframe(1).f_code.co_filename in _user_files:
         # bytecode made by hand can read and write any memory; the stdlib's own `code.replace` may go on
-        raise PermissionError("code.__new__ is not allowed in functions")
+        raise PermissionError(
+            "code.__new__ is not allowed in functions: not supported, because hand-made bytecode reads and "
+            "writes any memory"
+        )
+
+
+def refused_event_reason(event: str) -> str:
+    if event.startswith("ctypes."):
+        return "not supported, because native calls read and write any memory of the kernel process"
+    if event.startswith(("os.", "subprocess.", "pty.", "socket.")):
+        return "not supported, because it reaches the kernel process itself or other processes"
+    if event.startswith(("sys.", "gc.")):
+        return "not supported, because it reaches other code's frames, objects or the interpreter's settings"
+    return "not supported"
+
+
+def importing_package(frame: types.FrameType | None) -> str | None:
+    """The top-level name of the installed package whose own code runs an import, or None for user code,
+    the sandbox and the standard library (importlib included: it imports whatever name it is given)."""
+    if frame is None or frame.f_code.co_filename in _user_files or frame.f_globals is globals():
+        return None
+    name = frame.f_globals.get("__name__")
+    top = name.partition(".")[0] if isinstance(name, str) else ""
+    if not top or top in sys.stdlib_module_names or top in ("__main__", "functions"):
+        return None
+    return top
+
+
+def import_for_package(name: str, frame: types.FrameType | None) -> None:
+    """A refused module imported while user code runs. A package's own import of one of
+    PACKAGE_ONLY_IMPORTS gets a stand-in whose every attribute is an AttributeError (pandas imports
+    ctypes and uses it only on Windows or on foreign buffers): the real module would put memory within
+    reach of user code, through the package (numpy's ctypeslib, pandas' interchange). Any other import
+    of a refused module is an ImportError."""
+    package = importing_package(frame)
+    why = UNSUPPORTED.get(name, "it reaches the process")
+    if package is None or name not in PACKAGE_ONLY_IMPORTS:
+        text = f"import of module {name!r} is not allowed in functions: not supported, because {why}"
+        if package is not None:
+            text += f"; package {package!r} imports it: use a version of {package!r} that does not (pin it)"
+        raise ImportError(text, name=name)
+    sys.modules[name] = stand_in(
+        name,
+        f"{name} is not available in functions (package {package!r} imported a "
+        f"stand-in): not supported, because {why}",
+    )
+
+
+def stand_in(name: str, message: str) -> types.ModuleType:
+    module = types.ModuleType(name, message)
+
+    def unavailable(attribute: str) -> Any:
+        raise AttributeError(message)
+
+    module.__getattr__ = unavailable  # type: ignore[method-assign]  # PEP 562
+    return module
 
 
 def check_socket(frame: types.FrameType) -> None:
     """User code may make sockets, not adopt a descriptor (`socket(fileno=n)`): it may be another's."""
     if frame.f_code.co_filename in _user_files:  # the C constructor called directly (through super())
-        raise PermissionError("socket.__new__ is not allowed in functions")
+        raise PermissionError(
+            "socket.__new__ is not allowed in functions: make sockets with socket.socket(...)"
+        )
     if frame.f_locals.get("fileno") is None:
         return
     caller: types.FrameType | None = frame
     while caller is not None and caller.f_code.co_filename == frame.f_code.co_filename:
         caller = caller.f_back  # out of socket.py (accept() adopts the descriptors it gets)
     if caller is not None and caller.f_code.co_filename in _user_files:
-        raise PermissionError("socket of an open descriptor is not allowed in functions")
+        raise PermissionError(
+            "socket of an open descriptor is not allowed in functions: not supported, because the "
+            "descriptor may be another workspace's connection"
+        )
 
 
 EGRESS_HINTS = {
@@ -563,14 +768,14 @@ def patch_stdlib() -> None:
     import typing  # already loaded by this file
 
     def evaluate(real: Any) -> Any:
-        def guarded(self: Any, globalns: Any, localns: Any, *rest: Any) -> Any:
+        def guarded(self: Any, globalns: Any, localns: Any, *rest: Any, **named: Any) -> Any:
             # eval() of an annotation string: in a module's globals it would run with that module's
             # names and the real builtins; fresh globals would get the real builtins. Give it ours.
             if not isinstance(globalns, dict) or any(real_builtins(names) for names in (globalns, localns)):
                 raise NameError("annotations as text are evaluated only with the globals of functions")
             if "__builtins__" not in globalns:
                 globalns = {**globalns, "__builtins__": BUILTINS}
-            return real(self, globalns, localns, *rest)
+            return real(self, globalns, localns, *rest, **named)  # 3.13: recursive_guard is keyword-only
 
         return guarded
 
@@ -592,7 +797,10 @@ def patch_stdlib() -> None:
         def guarded(*args: Any, **kwargs: Any) -> Any:
             # a thread of user code would outlive its run, untimed (and hold a 3.11 interpreter's GIL)
             if contained():
-                raise RuntimeError("threads are not allowed in functions")
+                raise RuntimeError(
+                    "threads are not allowed in functions: not supported, because a thread would outlive "
+                    "its run, untimed"
+                )
             return real(*args, **kwargs)
 
         return guarded
@@ -603,6 +811,61 @@ def patch_stdlib() -> None:
     # 3.13 starts threads through `_start_joinable_thread`, older versions through `_start_new_thread`
     joinable = hasattr(threading, "_start_joinable_thread")
     replace(threading, "_start_joinable_thread" if joinable else "_start_new_thread", start_thread)
+    replace(importlib, "import_module", import_by_name)
+
+
+def import_by_name(real: Any) -> Any:
+    """`importlib.import_module` while user code runs: packages import by name, sometimes a name that user
+    code gave them (pandas' `import_optional_dependency`), so a standard-library module that functions
+    may not import (`os`, `ctypes`) is refused here too. Other packages, and `encodings`, pass."""
+
+    def guarded(name: str, package: str | None = None) -> Any:
+        if _user.get() and isinstance(name, str):
+            absolute = name
+            if name.startswith("."):
+                import importlib.util
+
+                absolute = importlib.util.resolve_name(name, package)
+            if not importable_by_name(absolute):
+                raise refused_import(absolute)
+        return real(name, package)
+
+    return guarded
+
+
+def importable_by_name(name: str) -> bool:
+    top = name.partition(".")[0]
+    if unsupported(name) is not None:
+        return False
+    return top not in sys.stdlib_module_names or top in BY_NAME_ONLY or allowed(name)
+
+
+def check_unpickle(module: Any, name: Any) -> None:
+    """What a pickle names (a class, a function to call): only values user code could import itself, plus
+    the few that pickles of ordinary data name. Unpickling (numpy's `load`, pandas' `read_pickle`) would
+    otherwise call `builtins.eval` or `os.system` with arguments of the pickle's choosing."""
+    if (module, name) in PICKLE_GLOBALS:
+        return
+    why = "pickles may name only values of modules that functions may import"
+    if not isinstance(module, str) or not isinstance(name, str) or not allowed(module):
+        raise UnpicklingRefused(f"unpickling {module}.{name} is not allowed in functions: {why}")
+    parts = name.split(".")
+    for part in parts:
+        private = part.startswith("_") and module.partition(".")[0] in sys.stdlib_module_names
+        if private or part in REFUSED_ATTRIBUTES or (part.startswith("__") and part.endswith("__")):
+            raise UnpicklingRefused(f"unpickling {module}.{name} is not allowed in functions: {why}")
+    value: Any = importlib.import_module(module)  # user code may import it: it is allowed
+    view(value)  # the patches a first import by user code puts in place (dataclasses)
+    if (module, parts[0]) in PATCHES:  # the guarded versions are for user code's imports only
+        raise UnpicklingRefused(f"unpickling {module}.{name} is not allowed in functions: {why}")
+    for part in parts:
+        value = getattr(value, part, None)
+    if isinstance(value, types.ModuleType) and not allowed(value.__name__):
+        raise UnpicklingRefused(f"unpickling {module}.{name} is not allowed in functions: {why}")
+
+
+class UnpicklingRefused(PermissionError):
+    pass
 
 
 def patch_dataclasses(dataclasses: types.ModuleType) -> None:
@@ -625,24 +888,58 @@ def patch_dataclasses(dataclasses: types.ModuleType) -> None:
 
 
 class Capture:
-    """One run's logs, capped like the Node runtime's: the last entry says what was dropped."""
+    """One run's logs, capped like the Node runtime's: the last entry says what was dropped.
+
+    Printed text is kept as a terminal shows it: an entry ends where a write ends with a newline, so
+    `print(x, end=",")` in a loop makes one entry, and so do the pieces a package's `print` writes.
+    """
 
     def __init__(self) -> None:
         self.entries: list[dict[str, str]] = []
         self.bytes = self.dropped = self.dropped_bytes = 0
         self.lock = threading.Lock()
+        self.pending: list[str] = []  # printed text not yet ended by a newline
+        self.pending_level = "log"
+        self.pending_bytes = 0
 
     def add(self, level: str, message: str) -> None:
-        size = len(message.encode("utf-8", "replace"))
         with self.lock:
-            if len(self.entries) >= CONFIG["maxEntries"] or self.bytes + size > CONFIG["maxBytes"]:
-                self.dropped += 1
-                self.dropped_bytes += size
-                return
-            self.bytes += size
-            self.entries.append({"level": level, "message": message, "timestamp": now()})
+            self._end_line(keep_blank=True)
+            self._append(level, message)
+
+    def write(self, level: str, text: str, keep_blank: bool) -> None:
+        """Printed text; `keep_blank` for the user's own `print()`, whose empty lines are entries."""
+        with self.lock:
+            if self.pending and level != self.pending_level:
+                self._end_line(keep_blank)
+            self.pending_level = level
+            self.pending.append(text)
+            self.pending_bytes += len(text)
+            if text.endswith("\n") or self.pending_bytes > CONFIG["maxBytes"]:
+                self._end_line(keep_blank)
+
+    def _end_line(self, keep_blank: bool) -> None:
+        if not self.pending:
+            return
+        text = "".join(self.pending)
+        self.pending.clear()
+        self.pending_bytes = 0
+        text = text[:-1] if text.endswith("\n") else text
+        if keep_blank or text.strip():
+            self._append(self.pending_level, text)
+
+    def _append(self, level: str, message: str) -> None:
+        size = len(message.encode("utf-8", "replace"))
+        if len(self.entries) >= CONFIG["maxEntries"] or self.bytes + size > CONFIG["maxBytes"]:
+            self.dropped += 1
+            self.dropped_bytes += size
+            return
+        self.bytes += size
+        self.entries.append({"level": level, "message": message, "timestamp": now()})
 
     def finish(self) -> list[dict[str, str]]:
+        with self.lock:
+            self._end_line(keep_blank=False)
         if self.dropped:
             limits = CONFIG["maxEntries"], CONFIG["maxBytes"]
             if len(self.entries) >= CONFIG["maxEntries"]:
@@ -672,13 +969,23 @@ def log(level: str, message: str) -> None:
         capture.add(level, message)
 
 
+def write(level: str, text: str, keep_blank: bool) -> None:
+    capture = _current.get()
+    if capture is not None:
+        capture.write(level, text, keep_blank)
+
+
 def user_print(
     *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
 ) -> None:
     if file is not None and file is not sys.stdout and file is not sys.stderr:
         print(*args, sep=sep, end=end, file=file, flush=flush)
         return
-    log("error" if file is sys.stderr else "log", (sep if sep is not None else " ").join(map(str, args)))
+    for name, value in (("sep", sep), ("end", end)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be None or a string, not {type(value).__name__}")
+    text = (" " if sep is None else sep).join(map(str, args)) + ("\n" if end is None else end)
+    write("error" if file is sys.stderr else "log", text, keep_blank=True)
 
 
 class Stream:
@@ -688,8 +995,7 @@ class Stream:
         self.level = level
 
     def write(self, text: str) -> int:
-        if text.strip():
-            log(self.level, text.rstrip("\n"))
+        write(self.level, text, keep_blank=False)
         return len(text)
 
     def flush(self) -> None:
@@ -757,11 +1063,20 @@ def clip(text: str) -> str:
 
 
 def needs_main_interpreter(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    ours = text.startswith("import of module")  # a refusal of the guard, which may name such a module
-    return (
-        isinstance(exc, ImportError) and not ours and ("subinterpreter" in text or "sub-interpreter" in text)
-    )
+    """Whether a run failed for importing, in a subinterpreter, a compiled extension that cannot load in
+    one: the workspace moves to a kernel of its own."""
+    if __name__ != "__main__":  # already the main interpreter of a kernel of its own
+        return False
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = str(cause).lower()
+        ours = text.startswith("import of module")  # a refusal of the guard, which may name such a module
+        if isinstance(cause, ImportError) and not ours and any(m in text for m in SUBINTERPRETER_FAILURES):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 # -- the workspace ----------------------------------------------------------------------------------
@@ -771,9 +1086,13 @@ class Workspace:
     """A workspace's functions, their globals (with `cache` and `functions`), in this interpreter."""
 
     def __init__(self, request: dict[str, Any]) -> None:
-        self.namespace: dict[str, Any] = {"__builtins__": BUILTINS, "__name__": "functions"}
+        # The globals are a module's, in sys.modules as the `__module__` of the workspace's classes: with
+        # `from __future__ import annotations`, dataclasses and typing look their annotations up there.
+        self.module = types.ModuleType("functions")
+        self.namespace: dict[str, Any] = self.module.__dict__
         self.functions: dict[str, Any] = {}
-        self.namespace.update(cache={}, functions=self.functions)
+        self.namespace.update(__builtins__=BUILTINS, cache={}, functions=self.functions)
+        sys.modules["functions"] = self.module
         for spec in request["functions"]:
             self.define(spec)
 
@@ -807,6 +1126,8 @@ class Workspace:
             nudger.start()
             self.functions.clear()
             self.namespace.clear()
+            if sys.modules.get("functions") is self.module:
+                del sys.modules["functions"]
             gc.collect()
         except BaseException:  # a finalizer that raised: nothing is left to report it to
             pass
