@@ -248,7 +248,8 @@ class NodeRuntime:
     def _launch_plan(self) -> Launch:
         flags = self.permission_flags()
         config = {**self.host_config, "egress": self.walls.egress_enforced() if self.walls else None}
-        argv = [self.node_binary, *flags, str(HOST_SCRIPT), json.dumps(config)]
+        # vm.SourceTextModule: ES modules of packages and import() inside the sandbox (docs/dependencies.md)
+        argv = [self.node_binary, *flags, "--experimental-vm-modules", str(HOST_SCRIPT), json.dumps(config)]
         if self.walls is None:
             return Launch(argv)
         model = (

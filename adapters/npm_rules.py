@@ -1,7 +1,8 @@
 """Which npm packages a workspace needs, and whether the rules allow them (pure: no I/O).
 
-Detection is textual: every `require('<literal>')` in a nodejs function's code counts, even one in a
-comment. A `require(variable)` is not seen, so its package must be named in `dependencies`.
+Detection is textual: every `require('<literal>')` and `import('<literal>')` in a nodejs function's code
+counts, even one in a comment. A `require(variable)` or `import(variable)` is not seen, so its package must
+be named in `dependencies`.
 """
 
 import re
@@ -12,7 +13,10 @@ from attrs import field, frozen
 from domain.errors import DependencyError
 from domain.model import Workspace
 
-REQUIRE = re.compile(r"""\brequire\s*\(\s*(?:'([^'\\\n]+)'|"([^"\\\n]+)"|`([^`\\$\n]+)`)\s*\)""")
+# `require('x')`, and `import('x')` or `import('x', {with: ...})`; not `.import(...)` (a method of that name).
+REQUIRE = re.compile(
+    r"""(?:\brequire\s*\(|(?<![\w$.])import\s*\()\s*(?:'([^'\\\n]+)'|"([^"\\\n]+)"|`([^`\\$\n]+)`)\s*[,)]"""
+)
 PACKAGE_NAME = re.compile(r"(@[a-z0-9-~][a-z0-9-._~]*/)?[a-z0-9-~][a-z0-9-._~]*", re.IGNORECASE)
 # Version ranges and dist-tags only: a `file:`, git, URL or `npm:` alias spec would install code from
 # elsewhere on the machine or slip a refused package in under another name.
@@ -60,9 +64,9 @@ def refused(name: str, rule: str, message: str) -> DependencyError:
 
 
 def package_of(specifier: str) -> str | None:
-    """The package a require() specifier names (`x/sub` -> `x`, `@a/b/c` -> `@a/b`); None for a builtin or a
-    path, which are not installed."""
-    if specifier.startswith(("node:", ".", "/")):
+    """The package a require() or import() specifier names (`x/sub` -> `x`, `@a/b/c` -> `@a/b`); None for a
+    builtin, a path, a `#import` or a URL (`node:`, `file:`, `data:`...), which are not installed."""
+    if specifier.startswith((".", "/", "#")) or ":" in specifier.split("/")[0]:
         return None
     parts = specifier.split("/")
     name = "/".join(parts[:2]) if specifier.startswith("@") else parts[0]
@@ -70,7 +74,7 @@ def package_of(specifier: str) -> str | None:
 
 
 def required_packages(workspace: Workspace) -> list[str]:
-    """The packages the workspace's nodejs code names in require('<literal>'), sorted."""
+    """The packages the workspace's nodejs code names in require('<x>') or import('<x>'), sorted."""
     found: set[str] = set()
     for fn in workspace.functions_in_nodejs().values():
         for match in REQUIRE.finditer(fn.code):

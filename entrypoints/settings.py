@@ -16,9 +16,13 @@ from attrs import field, frozen
 from adapters.egress_policy import MODES as EGRESS_MODES
 from adapters.egress_policy import AllowRule, parse_allow
 
-NODE_BUILTINS = ("http", "https", "url", "util", "zlib", "dns", "stream", "buffer", "crypto")
+# None of these reads files, starts anything or reaches the host realm (connections meet the egress wall).
+NODE_BUILTINS = tuple(
+    "http https url util zlib dns stream buffer crypto "
+    "path events timers string_decoder querystring punycode assert".split()
+)
 PYTHON_BUILTINS = tuple(
-    "json csv xml html email re string textwrap unicodedata difflib math decimal fractions random "
+    "json csv xml html email re string textwrap unicodedata difflib math cmath decimal fractions random "
     "statistics datetime time calendar collections itertools functools operator array heapq bisect queue "
     "copy enum typing dataclasses abc types io pathlib tempfile glob fnmatch base64 hashlib hmac binascii "
     "struct secrets zlib gzip bz2 lzma zipfile tarfile urllib http logging warnings traceback pprint uuid "

@@ -166,8 +166,6 @@ REFUSED_BUILTINS = [
     "node:fs/promises",
     "child_process",
     "node:child_process",
-    "process",
-    "node:process",
     "worker_threads",
     "vm",
     "module",
@@ -285,12 +283,23 @@ def test_a_refused_builtin_is_named_with_the_setting(tenant: Tenant, module: str
 
 
 @pytest.mark.parametrize("route", REQUIRE_ROUTES.values(), ids=REQUIRE_ROUTES.keys())
-@pytest.mark.parametrize("module", ["fs", "child_process", "node:process"])
+@pytest.mark.parametrize("module", ["fs", "child_process", "vm"])
 def test_every_route_through_require_is_refused(tenant: Tenant, route: str, module: str) -> None:
     answer = tenant.attack(route.format(m=module))
     assert answer.status_code == 422, answer.text
     assert "NODE_BUILTIN_MODULES" in answer.json()["error"]["message"]
     tenant.survived()
+
+
+@pytest.mark.parametrize(
+    "route",
+    [*REQUIRE_ROUTES.values(), "return (await import('{m}')).default"],
+    ids=[*REQUIRE_ROUTES.keys(), "import()"],
+)
+@pytest.mark.parametrize("module", ["process", "node:process"])
+def test_process_by_every_route_is_the_packages_stand_in(tenant: Tenant, route: str, module: str) -> None:
+    verdict = contained(tenant, route.format(m=module))
+    assert verdict["reached"] == "object", verdict
 
 
 def test_a_name_that_changes_between_reads_is_read_once(tenant: Tenant) -> None:
