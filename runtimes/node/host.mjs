@@ -38,8 +38,11 @@ function fail(id, status, message, name) {
 const isReplyLine = (line, id) =>
   typeof line === 'string' && line.startsWith(`{"type":"result","id":${id},`) && !line.includes('\n');
 
-// The host's permission-model flags, and only those: a worker must live under the same model.
-const PERMISSION_FLAGS = process.execArgv.filter((flag) => /^--(experimental-permission|permission|allow-)/.test(flag));
+// The flags a worker must share with the host, which it does not inherit: the permission model's (a worker
+// lives under the same model), the vm modules flag (ES modules in the sandbox) and the quieted warnings.
+const PERMISSION_FLAGS = process.execArgv.filter((flag) =>
+  /^--(experimental-permission|permission|allow-|experimental-vm-modules$|disable-warning=)/.test(flag),
+);
 
 // One worker thread and the runs in flight on it.
 class WorkerHandle {

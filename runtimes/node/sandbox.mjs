@@ -4,13 +4,13 @@
 // host's scrubbed environment and the OS limits around the host are the other walls.
 import vm from 'node:vm';
 import util from 'node:util';
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { EventEmitter } from 'node:events';
-import { makeRequire } from './modules.mjs';
+import { makeRequire, dynamicImporter } from './modules.mjs';
 import { harden, hardenRealm } from './harden.mjs';
 import { explainRefusals } from './egress.mjs';
+import { bindGlobals } from './globals.mjs';
+import { current, startRun, endRun, inRun, makeTimers } from './runs.mjs';
 
-const currentRun = new AsyncLocalStorage();
 const LEVELS = { log: 'log', info: 'info', warn: 'warn', error: 'error', debug: 'debug', trace: 'debug', dir: 'log' };
 
 // Logs of one run, capped so a log flood ends as a note rather than a memory bomb.
@@ -58,10 +58,10 @@ class RunLogs {
 }
 
 function makeConsole() {
-  const write = (level) => (...args) => currentRun.getStore()?.add(level, util.format(...args));
+  const write = (level) => (...args) => current()?.logs.add(level, util.format(...args));
   const console = Object.fromEntries(Object.entries(LEVELS).map(([name, level]) => [name, write(level)]));
   console.assert = (condition, ...args) => {
-    if (!condition) currentRun.getStore()?.add('error', util.format('Assertion failed', ...args));
+    if (!condition) current()?.logs.add('error', util.format('Assertion failed', ...args));
   };
   console.table = console.log;
   for (const name of ['time', 'timeEnd', 'timeLog', 'count', 'countReset', 'group', 'groupEnd', 'clear']) {
@@ -128,9 +128,11 @@ export function loadWorkspace(script, config, folder) {
   const inside = vm.runInContext(
     // `functions` has no prototype: a function named `constructor` or `__proto__` is just a name.
     'globalThis.global = globalThis; globalThis.functions = Object.create(null); globalThis.cache = {};' +
-      '({ Error, parse: JSON.parse, functions: globalThis.functions })',
+      '({ Error, Promise, parse: JSON.parse, functions: globalThis.functions })',
     context,
   );
+  const timers = makeTimers(inside.Promise); // cleared when their run answers (runs.mjs)
+  Object.assign(globals, timers);
   context.require = makeRequire({ context, config, folder, ContextError: inside.Error, parse: inside.parse });
   explainRefusals(config.egress, config.builtins);
   sealHostRealm();
@@ -143,18 +145,23 @@ export function loadWorkspace(script, config, folder) {
       return [described.value, described.get, described.set];
     });
   // The console object itself stays the workspace's to change; its methods are host functions.
-  const handedIn = [...Object.values(globals.console), context.require, ...Object.values(HOST_VALUES)];
+  const handedIn = [
+    ...Object.values(globals.console), context.require, ...Object.values(HOST_VALUES), ...Object.values(timers),
+  ];
   hardenRealm([EventEmitter, ...handedIn, ...hostGlobals]);
   // Only now the workspace's script: a function body can close its wrapper early (`}, code(), function () {`
   // compiles both alone and in the script), so user code may already run here, and must meet a sealed realm.
-  const lines = new vm.Script(script, { filename: 'index.js' }).runInContext(context);
+  const importModuleDynamically = dynamicImporter(context.require); // the functions' own import()
+  const lines = new vm.Script(script, { filename: 'index.js', importModuleDynamically }).runInContext(context);
+  bindGlobals(context, Object.keys(lines)); // the functions' own names are `var`s of the script
   return {
     functions: inside.functions,
     lines,
-    newRunLogs: () => new RunLogs(config.logLimits),
+    startRun: () => startRun(new RunLogs(config.logLimits)),
+    endRun,
     // Parameters are parsed inside the context, so user code only ever holds objects of its own realm.
-    call: (logs, fn, paramsJson) => currentRun.run(logs, () => fn(inside.parse(paramsJson))),
+    call: (run, fn, paramsJson) => inRun(run, () => fn(inside.parse(paramsJson))),
     format: (value) => util.format('%s', value),
-    reportStray: (kind, err) => currentRun.getStore()?.add('error', `${kind}: ${util.inspect(err)}`),
+    reportStray: (kind, err) => current()?.logs.add('error', `${kind}: ${util.inspect(err)}`),
   };
 }

@@ -34,13 +34,14 @@ function describeThrown(value) {
   return { name: 'Error', message: sandbox.format(value), thrown: typeof value };
 }
 
-function reply(id, startedAt, logs, fields) {
+function reply(id, startedAt, run, fields) {
+  sandbox.endRun(run); // its timers are cleared before its answer goes out
   const body = {
     type: 'result',
     id,
     durationMs: now() - startedAt,
     startedAt,
-    logs: logs.finish(),
+    logs: run.logs.finish(),
     ...fields,
   };
   let line;
@@ -52,21 +53,20 @@ function reply(id, startedAt, logs, fields) {
   parentPort.postMessage({ id, line });
 }
 
-async function run({ id, fn, params }) {
+async function answer(id, fn, params, run) {
   const startedAt = now();
   const target = sandbox.functions[fn];
-  const logs = sandbox.newRunLogs();
   if (typeof target !== 'function') {
-    return reply(id, startedAt, logs, {
+    return reply(id, startedAt, run, {
       status: 'failed',
       error: { name: 'ReferenceError', message: `function ${JSON.stringify(fn)} is not defined in this workspace` },
     });
   }
   let value;
   try {
-    value = await sandbox.call(logs, target, params);
+    value = await sandbox.call(run, target, params);
   } catch (thrown) {
-    return reply(id, startedAt, logs, { status: 'failed', error: describeThrown(thrown) });
+    return reply(id, startedAt, run, { status: 'failed', error: describeThrown(thrown) });
   }
   const durationMs = now() - startedAt; // the function's own time, before we serialize its result
   let resultJson;
@@ -74,12 +74,22 @@ async function run({ id, fn, params }) {
     resultJson = toJson(value, config.maxResultBytes);
   } catch (err) {
     const status = err instanceof NotSerializable ? err.status : 'not_serializable';
-    return reply(id, startedAt, logs, { status, error: { message: err.message } });
+    return reply(id, startedAt, run, { status, error: { message: err.message } });
   }
-  const logsOut = logs.finish();
+  sandbox.endRun(run);
+  const logsOut = run.logs.finish();
   const head = JSON.stringify({ type: 'result', id, status: 'succeeded', durationMs, startedAt, logs: logsOut });
   // The result is spliced in as JSON text: serialized once here, parsed once by the service.
   parentPort.postMessage({ id, line: `${head.slice(0, -1)},"result":${resultJson}}` });
+}
+
+async function runOnce({ id, fn, params }) {
+  const run = sandbox.startRun();
+  try {
+    await answer(id, fn, params, run);
+  } finally {
+    sandbox.endRun(run); // also when answering failed (the InternalError below)
+  }
 }
 
 // A spare worker starts without a script and gets it in a `load` message, so a workspace's first run
@@ -92,7 +102,7 @@ function load(text, folder) {
 
 parentPort.on('message', (message) => {
   if (message.type === 'load') return load(message.script, message.folder);
-  run(message).catch((err) => {
+  runOnce(message).catch((err) => {
     parentPort.postMessage({
       id: message.id,
       line: JSON.stringify({ type: 'result', id: message.id, status: 'failed', error: { name: 'InternalError', message: String(err) } }),
