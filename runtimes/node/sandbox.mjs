@@ -70,15 +70,21 @@ function makeConsole() {
   return console;
 }
 
+// Web streams (a fetch Response's body is one; cheerio's undici needs them at load), loaded on first use.
+const WEB_STREAMS = [
+  'ReadableStream', 'WritableStream', 'TransformStream', 'TextEncoderStream', 'TextDecoderStream',
+  'CompressionStream', 'DecompressionStream', 'ByteLengthQueuingStrategy', 'CountQueuingStrategy', 'DOMException',
+  'File', 'MessagePort', // the class alone (undici checks instances): no MessageChannel or BroadcastChannel to make one
+];
 const HOST_GLOBALS = [
   'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'setImmediate', 'clearImmediate',
   'queueMicrotask', 'structuredClone', 'fetch', 'Headers', 'Request', 'Response', 'FormData', 'Blob',
   'URL', 'URLSearchParams', 'TextEncoder', 'TextDecoder', 'AbortController', 'AbortSignal', 'Event',
-  'EventTarget', 'atob', 'btoa', 'Buffer', 'crypto', 'performance',
+  'EventTarget', 'atob', 'btoa', 'Buffer', 'crypto', 'performance', ...WEB_STREAMS,
 ];
 // fetch and its classes load undici: ~20 ms and ~3 MiB per worker. Most functions never fetch, so those
 // stay lazy (the first use in a worker pays); the rest are read when the worker boots.
-const ON_FIRST_USE = new Set(['fetch', 'Headers', 'Request', 'Response', 'FormData', 'Blob']);
+const ON_FIRST_USE = new Set(['fetch', 'Headers', 'Request', 'Response', 'FormData', 'Blob', ...WEB_STREAMS]);
 const HOST_VALUES = Object.fromEntries(
   HOST_GLOBALS.filter((name) => !ON_FIRST_USE.has(name)).map((name) => [name, globalThis[name]]),
 );

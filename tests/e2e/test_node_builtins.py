@@ -111,3 +111,19 @@ async def test_host_constructors_keep_their_prototypes(service: Workspaces) -> N
     return refused;
     """
     assert await result_of(service, code) == [True] * 5
+
+
+async def test_web_streams_are_globals_and_no_channel_reaches_other_workspaces(
+    service: Workspaces,
+) -> None:
+    code = (
+        "const names = ['ReadableStream', 'TransformStream', 'TextDecoderStream', 'File', 'MessagePort',"
+        " 'DOMException', 'BroadcastChannel', 'MessageChannel'];"
+        " const chunks = []; await new ReadableStream({ start(c) { c.enqueue('a'); c.close() } })"
+        ".pipeTo(new WritableStream({ write(chunk) { chunks.push(chunk) } }));"
+        " return [names.map((name) => typeof globalThis[name]), chunks];"
+    )
+    types, chunks = await result_of(service, code)
+    # BroadcastChannel would carry messages between workers, so between workspaces; no port is made here.
+    assert types == ["function"] * 6 + ["undefined"] * 2
+    assert chunks == ["a"]

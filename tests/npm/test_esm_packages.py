@@ -45,6 +45,22 @@ def registry() -> Iterator[LocalRegistry]:
         )
         started.publish("common", "1.0.0", {"index.js": "module.exports = { add: (a, b) => a + b };"})
         started.publish(
+            "loads-walled-builtins",
+            "1.0.0",
+            {
+                "index.js": "const fs = require('fs'), os = require('os'), tty = require('tty');\n"
+                "const net = require('net'), tls = require('tls'), fsp = require('fs/promises');\n"
+                "const { AsyncResource } = require('async_hooks');\n"
+                "const tryIt = (f) => { try { return f(); } catch (e) { return e.message; } };\n"
+                "module.exports = () => ({ exists: fs.existsSync('/etc/passwd'), host: os.hostname(),\n"
+                "  nics: os.networkInterfaces(), tty: tty.isatty(1), ip: net.isIP('10.0.0.1'),\n"
+                "  read: tryIt(() => fs.readFileSync('/etc/passwd', 'utf8')),\n"
+                "  socket: tryIt(() => new net.Socket({ fd: 1 })), tls: tryIt(() => tls.connect(443)),\n"
+                "  same: fsp === fs.promises,\n"
+                "  scope: new AsyncResource('x').runInAsyncScope((a) => a + 1, null, 1) });",
+            },
+        )
+        started.publish(
             "esm-on-common",
             "1.0.0",
             {
@@ -58,6 +74,12 @@ def registry() -> Iterator[LocalRegistry]:
             "esm-reads-files",
             "1.0.0",
             {"index.js": "import { readFileSync } from 'node:fs';\nexport default readFileSync;"},
+            **MODULE,
+        )
+        started.publish(
+            "esm-spawns",
+            "1.0.0",
+            {"index.js": "import { spawn } from 'node:child_process';\nexport default spawn;"},
             **MODULE,
         )
         started.publish(
@@ -190,11 +212,24 @@ async def test_module_features_cycles_imports_maps_and_syntax_detection(kit: Kit
 
 
 async def test_an_es_modules_import_of_a_refused_builtin_is_refused_naming_the_setting(kit: Kit) -> None:
-    for code in ("return require('esm-reads-files');", "return await import('esm-reads-files');"):
+    for code in ("return require('esm-spawns');", "return await import('esm-spawns');"):
         message = await failure(kit, code)
-        assert "'esm-reads-files'" in message and "'fs'" in message and "NODE_BUILTIN_MODULES" in message
-        assert "node_modules/esm-reads-files/index.js" in message
-        assert "add it" not in message  # fs would open a wall: the message says why, and advises nothing
+        assert (
+            "'esm-spawns'" in message and "'child_process'" in message and "NODE_BUILTIN_MODULES" in message
+        )
+        assert "node_modules/esm-spawns/index.js" in message
+        assert "add it" not in message  # it would open a wall: the message says why, and advises nothing
+
+
+async def test_an_es_module_importing_fs_gets_the_inert_stand_in(kit: Kit) -> None:
+    for code in (
+        "return require('esm-reads-files').default('/etc/passwd');",
+        "return (await import('esm-reads-files')).default('/etc/passwd');",
+    ):
+        message = await failure(kit, code)
+        assert message.startswith(
+            "fs.readFileSync() is not available to functions: it reads the host's files"
+        )
 
 
 async def test_the_builtins_allowed_by_default_load_in_es_modules(kit: Kit) -> None:
@@ -210,6 +245,27 @@ async def test_a_package_requiring_process_gets_the_stand_in_writing_to_the_runs
         ("error", "debug: to stderr"),
         ("log", "to stdout"),
     ]
+
+
+async def test_packages_get_inert_stand_ins_of_walled_builtins_and_functions_get_the_refusal(
+    kit: Kit,
+) -> None:
+    await kit.save("w", "return require('loads-walled-builtins')();")
+    got = await kit.result("w")
+    assert isinstance(got, dict)
+    walled = "is not available to functions"
+    assert (got["exists"], got["host"], got["nics"], got["tty"], got["ip"]) == (
+        False,
+        "functions",
+        {},
+        False,
+        4,
+    )
+    assert walled in got["read"] and "files" in got["read"]
+    assert walled in got["socket"] and "descriptors" in got["socket"] and walled in got["tls"]
+    assert got["same"] is True and got["scope"] == 2
+    for builtin in ("fs", "os", "tty", "net"):  # the function's own code is told, not handed a stand-in
+        assert "NODE_BUILTIN_MODULES" in await failure(kit, f"return require('{builtin}');")
 
 
 async def test_an_es_module_reading_the_process_global_gets_the_stand_in(kit: Kit) -> None:

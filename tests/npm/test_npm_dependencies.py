@@ -46,7 +46,7 @@ def registry() -> Iterator[LocalRegistry]:
             },
             dependencies={"leftpad": "^1.0.0"},
         )
-        started.publish("reads-files", "1.0.0", {"index.js": "module.exports = require('fs').readFileSync;"})
+        started.publish("spawns", "1.0.0", {"index.js": "module.exports = require('child_process').spawn;"})
         started.publish(
             "esm-only", "1.0.0", {"index.mjs": "export default 1;"}, exports={"import": "./index.mjs"}
         )
@@ -226,12 +226,13 @@ async def test_concurrent_saves_of_one_workspace_are_serialized_and_the_last_win
 
 
 async def test_a_packages_own_require_of_a_refused_builtin_fails_naming_package_and_setting(kit: Kit) -> None:
-    await kit.save("w", "return typeof require('reads-files');")
+    # (fs, os, tty, net and a few more have inert stand-ins for packages: test_esm_packages.py)
+    await kit.save("w", "return typeof require('spawns');")
     outcome = await kit.run("w")
     assert outcome.status is Status.FAILED and outcome.error is not None
     message = outcome.error["message"]
-    assert "'reads-files'" in message and "'fs'" in message and "NODE_BUILTIN_MODULES" in message
-    assert "at Object.<anonymous> (node_modules/reads-files/index.js:1:" in outcome.error["stack"]
+    assert "'spawns'" in message and "'child_process'" in message and "NODE_BUILTIN_MODULES" in message
+    assert "at Object.<anonymous> (node_modules/spawns/index.js:1:" in outcome.error["stack"]
 
 
 async def test_an_es_module_only_package_is_required_through_its_import_entry(kit: Kit) -> None:
