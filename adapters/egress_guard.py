@@ -416,6 +416,8 @@ class EgressGuard:
             finally:
                 if blocking:
                     os.set_blocking(dup, True)
+            if blocking and code == errno.EINPROGRESS and select.select([], [dup], [], 0)[1]:
+                code = _socket_error(dup)  # made at once (loopback, a near peer): no trip through the loop
             if blocking and code == errno.EINPROGRESS:
                 pending = _Pending(host, notification, dup, time.monotonic())
                 self._selector.register(dup, selectors.EVENT_WRITE, ("pending", pending))
@@ -431,8 +433,7 @@ class EgressGuard:
     def _finish_connect(self, pending: _Pending) -> None:
         self._selector.unregister(pending.fd)
         try:
-            with socket.socket(fileno=os.dup(pending.fd)) as sock:
-                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            code = _socket_error(pending.fd)
         finally:
             os.close(pending.fd)
         self._answer(pending.host, pending.notification, 0, code)
@@ -540,6 +541,12 @@ class EgressGuard:
         verdict: Verdict = self.policy.decide(address, port)
         if not verdict.allowed:
             raise Refused(errno.EACCES, f"{_show(address, port)}: {verdict.reason}")
+
+
+def _socket_error(fd: int) -> int:
+    """How a non-blocking connect ended (0: connected), read off a copy of the descriptor."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 
 
 def _exited(pidfd: int) -> bool:

@@ -18,18 +18,14 @@ measured again next to it.
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from bench_service import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
@@ -143,44 +139,11 @@ def plain_node(body: str, repeats: int, heap_mb: int) -> list[float]:
     return times
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def service(root: Path, heap_mb: int) -> Iterator[httpx.Client]:
-    port = free_port()
-    storage = tempfile.mkdtemp(prefix="bench-cpu-js-")
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "FUNCTIONS_STORAGE_FILESYSTEM_DIRPATH": storage,
-        "FUNCTIONS_RUN_TIMEOUT": "600000",
-        "NODE_WORKER_MAX_OLD_GENERATION_SIZE_MB": str(heap_mb),
-        "LOG_LEVEL": "error",
-    }
-    server = subprocess.Popen([sys.executable, "-c", SERVE], env=env, cwd=root, stderr=subprocess.DEVNULL)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=900)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/sys/healthcheck").json().get("ready"):
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service did not become ready")
-            time.sleep(0.1)
+    settings = {"FUNCTIONS_RUN_TIMEOUT": "600000", "NODE_WORKER_MAX_OLD_GENERATION_SIZE_MB": str(heap_mb)}
+    with serving(settings, root=root, timeout_s=900) as client:
         yield client
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(30)
-        shutil.rmtree(storage, ignore_errors=True)
 
 
 def save(client: httpx.Client, names: list[str]) -> dict[str, str]:

@@ -13,13 +13,11 @@ egress wall: `git worktree add /tmp/before <commit>`). Only loopback is used.
 """
 
 import argparse
-import os
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +28,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench_service import serving  # noqa: E402
 
 from adapters.egress_guard import machine_policy  # noqa: E402
 from adapters.egress_policy import ALL, PUBLIC  # noqa: E402
@@ -66,13 +66,6 @@ PLAIN_PYTHON = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def listener() -> Iterator[int]:
     """A loopback server that accepts and closes connections as fast as it can."""
@@ -99,38 +92,15 @@ def listener() -> Iterator[int]:
 
 @contextmanager
 def service(egress: str, allow: str, root: Path = ROOT) -> Iterator[httpx.Client]:
-    port = free_port()
-    storage = tempfile.mkdtemp(prefix="bench-egress-")
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "FUNCTIONS_STORAGE_FILESYSTEM_DIRPATH": storage,
+    settings = {
         "FUNCTIONS_EGRESS": egress,
         "FUNCTIONS_EGRESS_ALLOW": allow,
         "NODE_BUILTIN_MODULES": "net,http",
         "PYTHON_BUILTIN_MODULES": "socket,time,json",
         "KERNEL_POOL_SIZE": "2",
-        "LOG_LEVEL": "error",
     }
-    server = subprocess.Popen([sys.executable, "-c", SERVE], env=env, cwd=root, stderr=subprocess.DEVNULL)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.get("/sys/healthcheck").json().get("ready"):
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service did not become ready")
-            time.sleep(0.1)
+    with serving(settings, root=root) as client:
         yield client
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(30)
-        shutil.rmtree(storage, ignore_errors=True)
 
 
 def warm_p50(client: httpx.Client, language: str, runs: int) -> float:
