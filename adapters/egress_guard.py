@@ -67,7 +67,8 @@ MAX_BATCH = 64  # messages of one sendmmsg
 MSG_FASTOPEN = 0x20000000
 INET = (socket.AF_INET, socket.AF_INET6)
 SWEEP_S = 2.0
-LOGGED_REFUSALS = 20  # how often pending connects of hosts that went away are dropped
+LOGGED_REFUSALS = 20
+RESOLVE_EVERY_S = 30.0  # how often pending connects of hosts that went away are dropped
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -133,10 +134,13 @@ def probe() -> str | None:
 
 @define
 class MachineFacts:
-    """This machine's addresses and nameservers, read from /proc and /etc and kept a few seconds."""
+    """This machine's addresses and nameservers, read from /proc and /etc and kept a few seconds; and the
+    addresses of FUNCTIONS_EGRESS_ALLOW's host names, resolved on a thread of their own every 30 s, so a
+    slow resolver never holds up the guard (a name not resolved yet matches nothing)."""
 
     ttl_s: float = 5.0
     _cache: dict[str, tuple[float, frozenset[Address]]] = field(factory=dict)
+    _resolving: set[str] = field(factory=set)
 
     def local_addresses(self) -> frozenset[Address]:
         return self._kept("local", _local_addresses)
@@ -145,21 +149,33 @@ class MachineFacts:
         return self._kept("dns", _nameservers)
 
     def resolved(self, host: str) -> frozenset[Address]:
-        return self._kept(f"host:{host}", lambda: resolve(host), ttl_s=30.0)
+        kept = self._cache.get(f"host:{host}")
+        if (kept is None or time.monotonic() - kept[0] > RESOLVE_EVERY_S) and host not in self._resolving:
+            self._resolving.add(host)
+            threading.Thread(target=self._resolve, args=(host,), name="egress-resolve", daemon=True).start()
+        return kept[1] if kept else frozenset()
 
-    def _kept(
-        self, key: str, read: Callable[[], frozenset[Address]], ttl_s: float | None = None
-    ) -> frozenset[Address]:
+    def _resolve(self, host: str) -> None:
+        try:
+            self._cache[f"host:{host}"] = (time.monotonic(), resolve(host))
+        finally:
+            self._resolving.discard(host)
+
+    def _kept(self, key: str, read: Callable[[], frozenset[Address]]) -> frozenset[Address]:
         now = time.monotonic()
         kept = self._cache.get(key)
-        if kept is None or now - kept[0] > (ttl_s or self.ttl_s):
+        if kept is None or now - kept[0] > self.ttl_s:
             kept = self._cache[key] = (now, read())
         return kept[1]
 
 
 def machine_policy(mode: str = PUBLIC, allow: Sequence[AllowRule] = ()) -> EgressPolicy:
-    """The policy of FUNCTIONS_EGRESS and FUNCTIONS_EGRESS_ALLOW, with this machine's facts."""
+    """The policy of FUNCTIONS_EGRESS and FUNCTIONS_EGRESS_ALLOW, with this machine's facts. The allowed
+    host names start resolving now, at start-up, not at the first connect."""
     facts = MachineFacts()
+    for rule in allow:
+        if rule.host is not None:
+            facts.resolved(rule.host)
     return EgressPolicy(mode, tuple(allow), facts.local_addresses, facts.nameservers, facts.resolved)
 
 
@@ -209,7 +225,6 @@ class _Pending:
     host: _Host
     notification: int
     fd: int
-    since: float
 
 
 class EgressGuard:
@@ -388,12 +403,12 @@ class EgressGuard:
         except OSError as exc:
             raise Refused(exc.errno or errno.EBADF) from None
         try:
-            probe = socket.socket(fileno=os.dup(dup))
+            probe = socket.socket(fileno=dup)
         except OSError:
             os.close(dup)
             raise Refused(errno.ENOTSOCK) from None
         family, kind = int(probe.family), int(probe.type)
-        probe.close()
+        probe.detach()  # the descriptor stays the caller's to close
         return dup, family, kind
 
     # -- the calls ------------------------------------------------------------------------------------
@@ -419,7 +434,7 @@ class EgressGuard:
             if blocking and code == errno.EINPROGRESS and select.select([], [dup], [], 0)[1]:
                 code = _socket_error(dup)  # made at once (loopback, a near peer): no trip through the loop
             if blocking and code == errno.EINPROGRESS:
-                pending = _Pending(host, notification, dup, time.monotonic())
+                pending = _Pending(host, notification, dup)
                 self._selector.register(dup, selectors.EVENT_WRITE, ("pending", pending))
                 dup = -1
                 return None  # answered when the connection is made or fails
@@ -544,9 +559,12 @@ class EgressGuard:
 
 
 def _socket_error(fd: int) -> int:
-    """How a non-blocking connect ended (0: connected), read off a copy of the descriptor."""
-    with socket.socket(fileno=os.dup(fd)) as sock:
+    """How a non-blocking connect ended (0: connected)."""
+    sock = socket.socket(fileno=fd)
+    try:
         return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    finally:
+        sock.detach()  # the descriptor stays the caller's to close
 
 
 def _exited(pidfd: int) -> bool:

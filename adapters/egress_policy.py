@@ -61,18 +61,14 @@ class AllowRule:
 
     def __str__(self) -> str:
         where = self.host or str(self.network)
-        if ":" in where and self.host is None and self.network is not None and self.network.prefixlen == 128:
+        if self.network is not None and self.network.version == 6 and self.network.prefixlen == 128:
             where = f"[{self.network.network_address}]"
         return f"{where}:{'*' if self.port is None else self.port}"
 
 
 def parse_allow(raw: str) -> tuple[AllowRule, ...]:
     """`host:port,cidr:port,[v6]:port,...`, port a number or `*`; ValueError says which entry is wrong."""
-    rules = []
-    for entry in (item.strip() for item in raw.split(",")):
-        if entry:
-            rules.append(_parse_entry(entry))
-    return tuple(rules)
+    return tuple(_parse_entry(entry.strip()) for entry in raw.split(",") if entry.strip())
 
 
 def _parse_entry(entry: str) -> AllowRule:

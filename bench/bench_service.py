@@ -3,7 +3,6 @@ environment; yields an HTTP client once it is ready, and stops it and removes it
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,16 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from bench_procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager

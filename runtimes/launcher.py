@@ -153,9 +153,8 @@ def filter_calls(egress: bool) -> int | None:
     add_rule(rules, seccomp.ERRNO(errno.EPROTONOSUPPORT), "socket", seccomp.Arg(2, seccomp.EQ, IPPROTO_SCTP))
     for name in GUARDED_CALLS:
         add_rule(rules, seccomp.NOTIFY, name)
-    add_rule(
-        rules, seccomp.NOTIFY, "sendto", seccomp.Arg(4, seccomp.NE, 0)
-    )  # sends on a connected socket pass
+    # sendto with no address (a connected socket's send) passes: its peer was judged at connect.
+    add_rule(rules, seccomp.NOTIFY, "sendto", seccomp.Arg(4, seccomp.NE, 0))
     rules.load()
     listener = int(seccomp._libseccomp.seccomp_notify_fd(rules._filter))  # no public accessor in pyseccomp
     if listener < 0:

@@ -4,6 +4,7 @@ import errno
 import ipaddress
 import socket
 import struct
+import time
 
 import pytest
 
@@ -149,3 +150,15 @@ def test_sockaddr_is_read_as_the_kernel_reads_it() -> None:
         with pytest.raises(Refused) as caught:
             sockaddr(short)
         assert caught.value.code == code
+
+
+def test_allowed_host_names_resolve_on_a_thread_of_their_own_never_in_the_guards_call() -> None:
+    from adapters.egress_guard import MachineFacts
+
+    facts = MachineFacts()
+    facts.resolved("localhost")  # starts the resolution and answers at once with what is known
+    deadline = time.monotonic() + 10
+    while not facts.resolved("localhost") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ip("127.0.0.1") in facts.resolved("localhost")
+    assert facts.resolved("no-such-name.invalid") == frozenset()  # unresolved: matches nothing
