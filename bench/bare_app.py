@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from entrypoints.cli import hypercorn_config
+from entrypoints.cli.main import hypercorn_config
 from entrypoints.settings import Settings
 
 

@@ -28,7 +28,7 @@ import httpx
 from bench_service import serving
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
+SERVE = "from entrypoints.cli.main import main; raise SystemExit(main(['serve']))"
 TARGET = 1.25
 
 # Each is the body of an async function; the harness around it returns its own time in ms.

@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench_service import serving  # noqa: E402
 
-from adapters.egress_guard import machine_policy  # noqa: E402
-from adapters.egress_policy import ALL, PUBLIC  # noqa: E402
-from adapters.walls import HostPlan, Walls  # noqa: E402
+from adapters.hosts.egress_guard import machine_policy  # noqa: E402
+from adapters.hosts.egress_policy import ALL, PUBLIC  # noqa: E402
+from adapters.hosts.walls import HostPlan, Walls  # noqa: E402
 
-SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
+SERVE = "from entrypoints.cli.main import main; raise SystemExit(main(['serve']))"
 JS_CONNECTS = """
 const net = require('net');
 const started = performance.now();

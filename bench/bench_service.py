@@ -15,7 +15,7 @@ import httpx
 from bench_procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
+SERVE = "from entrypoints.cli.main import main; raise SystemExit(main(['serve']))"
 
 
 @contextmanager

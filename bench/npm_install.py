@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.codec import workspace_from_body
-from adapters.fs_store import FileSystemStore
-from adapters.node_runtime import NodeRuntime
-from adapters.npm_installer import NpmInstaller
+from adapters.node.runtime import NodeRuntime
+from adapters.npm.installer import NpmInstaller
+from adapters.storage.filesystem import FileSystemStore
+from application.workspaces import Workspaces
+from domain.body import workspace_from_body
 from domain.model import Language
-from domain.usecases import Workspaces
 from tests.npm.registry import local_registry
 
 IDS = itertools.count()

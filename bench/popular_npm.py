@@ -49,7 +49,7 @@ from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
+SERVE = "from entrypoints.cli.main import main; raise SystemExit(main(['serve']))"
 NPM_INSTALL_TIMEOUT = 300
 
 

@@ -100,7 +100,7 @@ def python_service(procs: Processes, logs: Path, name: str, pool: int) -> Iterat
 
 
 def adopt_kernels(procs: Processes, server: Server) -> None:
-    # Each kernel runs in a session of its own (adapters/host_process.py): its pid is its group.
+    # Each kernel runs in a session of its own (adapters/hosts/process.py): its pid is its group.
     for pid in kernel_pids(server.pid):
         procs.adopt(server.pid, pid)
 

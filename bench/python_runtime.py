@@ -11,11 +11,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.codec import workspace_from_body
-from adapters.memory_store import InMemoryStore
-from adapters.python_runtime import PythonRuntime
+from adapters.python.runtime import PythonRuntime
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
+from domain.body import workspace_from_body
 from domain.model import Language
-from domain.usecases import Workspaces
 from entrypoints.settings import PYTHON_BUILTINS, PYTHON_PACKAGES
 
 HELLO = {"code": "return 'Hello ' + name", "language": "python", "parameters": {"name": {"type": "string"}}}

@@ -8,19 +8,19 @@ from contextlib import asynccontextmanager
 import anyio
 from dependency_injector import containers, providers
 
-from adapters.codec import make_body_converter
-from adapters.dedicated_runtime import DedicatedRuntime
-from adapters.egress_guard import machine_policy
-from adapters.fs_store import FileSystemStore
-from adapters.node_runtime import NodeRuntime
-from adapters.npm_installer import NpmInstaller
-from adapters.npm_rules import PackageRules
-from adapters.python_runtime import PythonRuntime
-from adapters.remote_python import RemotePythonRuntime
-from adapters.walls import Walls
+from adapters.hosts.dedicated import DedicatedRuntime
+from adapters.hosts.egress_guard import machine_policy
+from adapters.hosts.walls import Walls
+from adapters.node.runtime import NodeRuntime
+from adapters.npm.installer import NpmInstaller
+from adapters.npm.rules import PackageRules
+from adapters.python.runtime import PythonRuntime
+from adapters.remote.runtime import RemotePythonRuntime
+from adapters.storage.filesystem import FileSystemStore
+from application.metering import metered
+from application.workspaces import Workspaces
 from domain.model import Language
-from domain.usecases import Workspaces
-from entrypoints.metrics import Metrics, metered
+from entrypoints.http.metrics import Metrics
 from entrypoints.settings import Settings, load_settings
 from ports.runtime import Runtime
 
@@ -112,7 +112,7 @@ class Container(containers.DeclarativeContainer):
     )
     metrics = providers.Singleton(Metrics, workspace_labels=settings.provided.metrics_workspace_labels)
     # Runs are counted where the language is known: around each runtime.
-    metered_runtimes = providers.Callable(metered, runtimes, metrics)
+    metered_runtimes = providers.Callable(metered, runtimes, metrics.provided.meter)
     packages = providers.Singleton(
         NpmInstaller,
         root=settings.provided.storage_dir,
@@ -127,7 +127,6 @@ class Container(containers.DeclarativeContainer):
         shared_modules_dir=settings.provided.shared_node_modules_dir,
     )
     workspaces = providers.Singleton(Workspaces, store=store, runtimes=metered_runtimes, packages=packages)
-    body = providers.Singleton(make_body_converter)
 
 
 def build_container(environ: Mapping[str, str] | None = None) -> Container:

@@ -13,8 +13,8 @@ from typing import Any
 
 from attrs import field, frozen
 
-from adapters.egress_policy import MODES as EGRESS_MODES
-from adapters.egress_policy import AllowRule, parse_allow
+from adapters.hosts.egress_policy import MODES as EGRESS_MODES
+from adapters.hosts.egress_policy import AllowRule, parse_allow
 
 # None of these reads files, starts anything or reaches the host realm (connections meet the egress wall).
 NODE_BUILTINS = tuple(

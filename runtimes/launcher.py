@@ -1,13 +1,13 @@
 """Raises the operating-system walls around a runtime host, then becomes that host.
 
 Started by the service's own Python as `python -I launcher.py '<json plan>' host-argv...`; see
-adapters/walls.py for the plan. In order: resource limits, the unprivileged user, no_new_privs,
+adapters/hosts/walls.py for the plan. In order: resource limits, the unprivileged user, no_new_privs,
 Landlock, the seccomp filter, then execv. Any wall that the plan asks for and that cannot be raised
 stops the launch (exit 126): a host never starts with fewer walls than the service reports.
 
-The egress wall: the filter also turns connect and addressed sends into user notifications. Its listener
-is handed to the service's guard (adapters/egress_guard.py) over an inherited channel before the exec, and
-closed here: the host never holds the descriptor that answers for it.
+The egress wall: the filter also turns connect and addressed sends into user notifications. Its
+listener is handed to the service's guard (adapters/hosts/egress_guard.py) over an inherited channel
+before the exec, and closed here: the host never holds the descriptor that answers for it.
 """
 
 import ctypes

@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 import httpx
 
-from adapters.remote_python import RemotePythonRuntime
+from adapters.remote.runtime import RemotePythonRuntime
 from domain.model import Json, Language, Outcome, Workspace
-from entrypoints.python_api import create_python_api
+from entrypoints.http.python_api import create_python_api
 from ports.runtime import Runtime
 from tests.e2e.serving import free_port, get_json
 
@@ -109,8 +109,8 @@ class ProcessRemote(ViaRemote):
 # A python-api process serving the ScriptedRuntime of tests/fakes.py, for end-to-end tests of the wire.
 FAKE_SERVER = """
 import asyncio, sys
-from entrypoints.cli import hypercorn_config, serve_until_signalled
-from entrypoints.python_api import create_python_api
+from entrypoints.cli.main import hypercorn_config, serve_until_signalled
+from entrypoints.http.python_api import create_python_api
 from entrypoints.settings import load_settings
 from domain.model import Language
 from tests.fakes import PROGRAMS, ScriptedRuntime
@@ -120,7 +120,7 @@ runtime = ScriptedRuntime(programs=PROGRAMS, language=Language.PYTHON, timeout_s
 app = create_python_api(runtime, api_key=settings.api_key)
 asyncio.run(serve_until_signalled(app, hypercorn_config(settings, settings.python_api_port)))
 """
-REAL_SERVER = "from entrypoints.cli import main; raise SystemExit(main(['python-api']))"
+REAL_SERVER = "from entrypoints.cli.main import main; raise SystemExit(main(['python-api']))"
 
 
 @contextmanager

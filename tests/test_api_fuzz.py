@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from entrypoints.openapi import document
+from entrypoints.http.openapi import document
 from tests.faults.service import Service
 
 pytestmark = [pytest.mark.node, pytest.mark.kernel]  # a real service, both real runtimes

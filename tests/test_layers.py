@@ -9,7 +9,7 @@ import pytest
 from attrs import frozen
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = {"domain", "ports", "adapters", "entrypoints", "runtimes", "tests"}
+PROJECT = {"domain", "ports", "application", "adapters", "entrypoints", "runtimes", "tests"}
 STDLIB = set(sys.stdlib_module_names)
 
 
@@ -22,13 +22,17 @@ class Rule:
 
 
 RULES = {
-    "domain": Rule(frozenset({"domain"}), frozenset({"attrs", "attr"})),
+    # cattrs: the workspace body <-> Workspace converter (domain/body.py) is a pure conversion
+    "domain": Rule(frozenset({"domain"}), frozenset({"attrs", "attr", "cattrs"})),
     "ports": Rule(frozenset({"domain"}), frozenset()),
+    "application": Rule(frozenset({"domain", "ports", "application"}), frozenset()),
     "adapters": Rule(frozenset({"domain", "ports", "adapters"}), None),
     "runtimes": Rule(frozenset(), None),
-    "entrypoints": Rule(frozenset({"domain", "ports", "adapters", "entrypoints"}), None),
+    "entrypoints": Rule(frozenset({"domain", "ports", "application", "adapters", "entrypoints"}), None),
 }
-EXCEPTIONS = {"domain/usecases.py": Rule(frozenset({"domain", "ports"}), frozenset({"attrs", "attr"}))}
+EXCEPTIONS: dict[str, Rule] = {}
+# adapters/<one>/ may use its own modules and the host plumbing (adapters/hosts), never another adapter.
+SHARED_ADAPTERS = {"hosts"}
 
 
 def python_files(layer: str) -> list[Path]:
@@ -65,7 +69,45 @@ def test_each_file_imports_only_what_its_layer_may(layer: str, path: Path) -> No
 
 
 def test_the_layers_have_files_to_check() -> None:
-    assert python_files("domain") and python_files("ports") and python_files("entrypoints")
+    assert all(python_files(layer) for layer in RULES)
+
+
+def adapter_imports(path: Path) -> set[str]:
+    """The adapters/<name> packages a file imports."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            parts = node.module.split(".")
+            if parts[0] == "adapters":
+                names |= {parts[1]} if len(parts) > 1 else {alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name.split(".")[1] for a in node.names if a.name.startswith("adapters.")}
+    return names
+
+
+@pytest.mark.parametrize("path", python_files("adapters"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_an_adapter_uses_only_itself_and_the_host_plumbing(path: Path) -> None:
+    own = path.relative_to(ROOT / "adapters").parts
+    assert len(own) == 2 or own == ("__init__.py",), f"{path} is not in an adapter's folder"
+    assert adapter_imports(path) <= {own[0], *SHARED_ADAPTERS}
+
+
+LAYER_README = re.compile(r"^May import: (.*)$", re.M)
+
+
+@pytest.mark.parametrize("layer", sorted(RULES))
+def test_each_layer_says_what_lives_there_and_what_it_may_import(layer: str) -> None:
+    readme = ROOT / layer / "README.md"
+    assert readme.is_file(), f"{layer}/ has no README.md"
+    found = LAYER_README.search(readme.read_text(encoding="utf-8"))
+    assert found, f"{layer}/README.md has no 'May import:' line"
+    said = {name.strip(" `.") for name in found.group(1).split(",")}
+    allowed = set(RULES[layer].project) | {"the standard library"}
+    if RULES[layer].third_party is None:
+        allowed.add("any installed package")
+    else:
+        allowed |= RULES[layer].third_party - {"attr"}
+    assert said == allowed, f"{layer}/README.md says {sorted(said)}, the rule is {sorted(allowed)}"
 
 
 # `time` and the I/O modules: the domain never reads the clock or touches a file, socket or process.

@@ -1,5 +1,5 @@
 // The service refuses a function's connection to a forbidden address with EACCES (the egress guard,
-// adapters/egress_guard.py). Node reports that as a bare "connect EACCES 127.0.0.1:4000"; this adds what
+// adapters/hosts/egress_guard.py). Node reports that as a bare "connect EACCES 127.0.0.1:4000"; this adds what
 // refused it and which settings decide, to the very error the function gets (net, http, https, fetch, tls,
 // and dgram when it is allowed).
 import net from 'node:net';

@@ -668,7 +668,7 @@ _explained = False
 
 
 def explain_refusals(mode: str) -> None:
-    """The service refuses a forbidden connection with EACCES (adapters/egress_guard.py); the socket
+    """The service refuses a forbidden connection with EACCES (adapters/hosts/egress_guard.py); the socket
     methods that reach an address say so and name the settings. Patched at the first socket of an
     interpreter, as socket.py loads only when something needs it (urllib, http.client)."""
     global _explained

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from attrs import frozen
 
-from adapters.dedicated_runtime import DedicatedRuntime
-from adapters.memory_store import InMemoryStore
-from adapters.node_runtime import NodeRuntime
+from adapters.hosts.dedicated import DedicatedRuntime
+from adapters.node.runtime import NodeRuntime
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
 from domain.errors import CompileError
 from domain.model import Function, Language, Status, Workspace
-from domain.usecases import Workspaces
 from ports.runtime import Runtime
 from tests.fakes import PROGRAMS, ScriptedRuntime
 from tests.python.kernels import OTHER_PYTHONS, kernel, python_runtime

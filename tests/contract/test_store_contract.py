@@ -7,9 +7,9 @@ import anyio
 import pytest
 from ruamel.yaml import YAML
 
-from adapters.codec import body_from_workspace, workspace_from_body
-from adapters.fs_store import BODY, FileSystemStore
-from adapters.memory_store import InMemoryStore
+from adapters.storage.filesystem import BODY, FileSystemStore
+from adapters.storage.memory import InMemoryStore
+from domain.body import body_from_workspace, workspace_from_body
 from domain.errors import NotFound
 from domain.model import Workspace
 from ports.storage import WorkspaceStore

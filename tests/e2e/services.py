@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from attrs import evolve
 from dependency_injector import providers
 
-from adapters.memory_store import InMemoryStore
+from adapters.storage.memory import InMemoryStore
 from domain.model import Json, Language, LogEntry, Outcome, Workspace
 from entrypoints.container import Container, build_container
 from tests.fakes import PROGRAMS, Program, ScriptedRuntime

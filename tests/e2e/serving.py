@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
+SERVE = "from entrypoints.cli.main import main; raise SystemExit(main(['serve']))"
 
 
 def free_port() -> int:

@@ -10,10 +10,10 @@ import pytest
 from dependency_injector import providers
 from starlette.testclient import TestClient
 
-from adapters.memory_store import InMemoryStore
+from adapters.storage.memory import InMemoryStore
 from domain.model import Language
 from entrypoints.container import build_container
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from tests.fakes import PROGRAMS, ScriptedRuntime
 from tests.python.kernels import python_runtime
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoints.cli import main
+from entrypoints.cli.main import main
 from tests.e2e.serving import free_port, serving
 
 KEY = "cli-test-key"

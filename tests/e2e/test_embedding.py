@@ -51,7 +51,7 @@ async def test_runs_are_refused_before_the_service_is_ready_and_after_it_stops()
     async with open_service(container=container) as started:
         await started.save("demo", body(up="shout"))
         workspaces = started.workspaces
-    not_yet = Service(container, workspaces)
+    not_yet = Service(workspaces)
     with pytest.raises(Unavailable, match="starting"):
         await not_yet.run("demo", "up")
     assert not_yet.health()["ready"] is False and not_yet.health()["state"] == "starting"

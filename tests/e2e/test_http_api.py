@@ -11,10 +11,10 @@ from dependency_injector import providers
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from adapters.memory_store import InMemoryStore
+from adapters.storage.memory import InMemoryStore
 from domain.model import Json, Language, Workspace
 from entrypoints.container import Container, build_container
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from tests.e2e.readme_calls import README_RUN, README_SAVE, body_of, data_of
 from tests.fakes import PROGRAMS, ScriptedRuntime
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from adapters.codec import workspace_from_body
-from adapters.memory_store import InMemoryStore
-from adapters.node_runtime import NodeRuntime
+from adapters.node.runtime import NodeRuntime
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
+from domain.body import workspace_from_body
 from domain.model import Json, Language, Status
-from domain.usecases import Workspaces
 from tests.contract.test_runtime_contract import node_runtime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.node]

@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 
 from domain.model import Json
 from entrypoints.container import Container
-from entrypoints.http import create_app
-from entrypoints.logs import JsonFormatter
+from entrypoints.http.app import create_app
+from entrypoints.http.logs import JsonFormatter
 from tests.e2e.services import ChattyRuntime, body, container_with, scripted
 
 

@@ -11,13 +11,13 @@ import pytest
 from dependency_injector import providers
 from starlette.testclient import TestClient
 
-from adapters.codec import workspace_from_body
-from adapters.memory_store import InMemoryStore
-from adapters.python_packages import PackageInstallError, install_packages
+from adapters.python.packages import PackageInstallError, install_packages
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
+from domain.body import workspace_from_body
 from domain.model import Language, Status
-from domain.usecases import Workspaces
 from entrypoints.container import build_container
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from tests.python.kernels import python_runtime
 
 pytestmark = pytest.mark.kernel

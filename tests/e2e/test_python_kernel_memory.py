@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from adapters.memory_store import InMemoryStore
-from adapters.python_runtime import PythonRuntime
+from adapters.python.runtime import PythonRuntime
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
 from domain.model import Language, Status
-from domain.usecases import Workspaces
 from tests.e2e.test_python_runtime import save
 from tests.python.kernels import kernel_pythons, python_runtime
 

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.codec import workspace_from_body
-from adapters.memory_store import InMemoryStore
-from adapters.python_runtime import PythonRuntime
+from adapters.python.runtime import PythonRuntime
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
+from domain.body import workspace_from_body
 from domain.model import Language, Status
-from domain.usecases import Workspaces
 from entrypoints.settings import PYTHON_PACKAGES
 from tests.e2e.serving import serving
 from tests.python.kernels import python_runtime

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from adapters.codec import workspace_from_body
-from adapters.memory_store import InMemoryStore
-from adapters.python_runtime import PythonRuntime
+from adapters.python.runtime import PythonRuntime
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
+from domain.body import workspace_from_body
 from domain.errors import CompileError, Unavailable
 from domain.model import Json, Language, Outcome, Status
-from domain.usecases import Workspaces
 from tests.python.kernels import kernel_pythons, python_runtime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kernel]

@@ -15,11 +15,11 @@ import pytest
 from dependency_injector import providers
 from starlette.testclient import TestClient
 
-from adapters import fs_store
-from adapters.fs_store import FileSystemStore
+from adapters.storage import filesystem as fs_store
+from adapters.storage.filesystem import FileSystemStore
 from domain.model import Language
 from entrypoints.container import build_container
-from entrypoints.http import create_app
+from entrypoints.http.app import create_app
 from tests.e2e.services import scripted
 from tests.faults.service import Service
 from tests.npm.registry import LocalRegistry, local_registry

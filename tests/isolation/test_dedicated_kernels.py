@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from adapters.python_runtime import PythonRuntime
+from adapters.python.runtime import PythonRuntime
 from domain.model import Function, Language, Status, Workspace
 from tests.isolation.test_dedicated_runtime import gone, wait_gone
 from tests.python.kernels import kernel, python_runtime

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from adapters.dedicated_runtime import DedicatedRuntime
-from adapters.node_runtime import NodeRuntime
+from adapters.hosts.dedicated import DedicatedRuntime
+from adapters.node.runtime import NodeRuntime
 from domain.errors import CompileError, Unavailable
 from domain.model import Function, Language, Status, Workspace
 from tests.contract.test_runtime_contract import node_runtime

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.node_runtime import NodeRuntime
-from adapters.walls import HostPlan, Walls
+from adapters.hosts.walls import HostPlan, Walls
+from adapters.node.runtime import NodeRuntime
 from tests.e2e.serving import serving
 from tests.python.kernels import kernel
 from tests.walls.conftest import run_launched

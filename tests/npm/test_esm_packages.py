@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.npm_rules import PackageRules, required_packages
+from adapters.npm.rules import PackageRules, required_packages
 from domain.errors import DependencyError
 from domain.model import Function, Json, Status, Workspace
 from entrypoints.settings import NODE_BUILTINS

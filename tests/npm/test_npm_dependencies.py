@@ -12,14 +12,14 @@ import httpx
 import pytest
 from attrs import frozen
 
-from adapters.codec import workspace_from_body
-from adapters.fs_store import FileSystemStore
-from adapters.node_runtime import NodeRuntime
-from adapters.npm_installer import NpmInstaller
-from adapters.npm_rules import PackageRules
+from adapters.node.runtime import NodeRuntime
+from adapters.npm.installer import NpmInstaller
+from adapters.npm.rules import PackageRules
+from adapters.storage.filesystem import FileSystemStore
+from application.workspaces import Workspaces
+from domain.body import workspace_from_body
 from domain.errors import DependencyError, NotFound
 from domain.model import Json, Language, Outcome, Status
-from domain.usecases import Workspaces
 from tests.e2e.serving import serving
 from tests.npm.registry import LocalRegistry, local_registry
 

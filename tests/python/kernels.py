@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from adapters.python_runtime import PythonRuntime
+from adapters.python.runtime import PythonRuntime
 from entrypoints.settings import PYTHON_BUILTINS, PYTHON_PACKAGES
 
 kernel = pytest.mark.kernel

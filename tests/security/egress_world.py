@@ -41,7 +41,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVE = "from entrypoints.cli import main; raise SystemExit(main(['serve']))"
+SERVE = "from entrypoints.cli.main import main; raise SystemExit(main(['serve']))"
 
 METADATA = "169.254.169.254"
 PRIVATE = "10.77.0.10"

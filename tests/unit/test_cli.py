@@ -1,6 +1,6 @@
 import pytest
 
-from entrypoints.cli import hypercorn_config, main
+from entrypoints.cli.main import hypercorn_config, main
 from entrypoints.settings import Settings
 
 

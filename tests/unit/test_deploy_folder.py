@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from entrypoints.deploy import DeployError, changes, read_folder
+from entrypoints.cli.deploy import DeployError, changes, read_folder
 
 
 def folder_with(tmp_path: Path, **files: str) -> Path:

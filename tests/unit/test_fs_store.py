@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 import anyio
 import pytest
 
-from adapters import fs_store
-from adapters.codec import body_from_workspace, workspace_from_body
-from adapters.fs_store import BODY, FileSystemStore
+from adapters.storage import filesystem as fs_store
+from adapters.storage.filesystem import BODY, FileSystemStore
+from domain.body import body_from_workspace, workspace_from_body
 from domain.errors import InvalidRequest, NotFound, Unavailable
 from domain.model import Json, Workspace
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from adapters.host_process import HostProcess
+from adapters.hosts.process import HostProcess
 from domain.errors import Unavailable
 
 # A host that answers `ready`, then refuses every request with an `unavailable` reply and keeps going.

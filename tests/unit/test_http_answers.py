@@ -7,8 +7,8 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from domain.model import LogEntry, Outcome, Status
-from entrypoints.bodies import PayloadTooLarge, human_size, read_body
-from entrypoints.http import outcome_response
+from entrypoints.http.app import outcome_response
+from entrypoints.http.bodies import PayloadTooLarge, human_size, read_body
 
 pytestmark = pytest.mark.anyio
 

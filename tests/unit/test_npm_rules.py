@@ -2,7 +2,7 @@
 
 import pytest
 
-from adapters.npm_rules import (
+from adapters.npm.rules import (
     PackageRules,
     package_of,
     refused_dependencies,

@@ -8,11 +8,11 @@ import anyio
 import pytest
 from attrs import define, field
 
-from adapters.python_runtime import PythonRuntime
-from adapters.remote_python import RemotePythonRuntime, outcome_from_wire, outcome_to_wire
+from adapters.python.runtime import PythonRuntime
+from adapters.remote.runtime import RemotePythonRuntime, outcome_from_wire, outcome_to_wire
 from domain.errors import CompileError, InvalidRequest, NotFound, Unavailable
 from domain.model import Function, Json, Language, LogEntry, Outcome, Status, Workspace
-from entrypoints.cli import main
+from entrypoints.cli.main import main
 from entrypoints.container import build_container
 from tests.e2e.serving import free_port
 from tests.fakes import PROGRAMS, ScriptedRuntime

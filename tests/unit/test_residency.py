@@ -2,7 +2,7 @@
 
 from attrs import define
 
-from adapters.residency import least_recently_used
+from adapters.hosts.residency import least_recently_used
 
 
 @define

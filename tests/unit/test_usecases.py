@@ -2,10 +2,10 @@ from collections.abc import Mapping
 
 import pytest
 
-from adapters.memory_store import InMemoryStore
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
 from domain.errors import CompileError, InvalidParameters, InvalidRequest, NotFound, Unavailable
 from domain.model import Function, Json, Language, Parameter, ParamType, Status, Workspace
-from domain.usecases import Workspaces
 from tests.fakes import PROGRAMS, ScriptedRuntime
 
 pytestmark = pytest.mark.anyio

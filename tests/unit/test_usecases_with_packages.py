@@ -6,10 +6,10 @@ from contextlib import asynccontextmanager
 import pytest
 from attrs import define, field
 
-from adapters.memory_store import InMemoryStore
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
 from domain.errors import DependencyError, NotFound, Unavailable
 from domain.model import Function, Language, Workspace
-from domain.usecases import Workspaces
 from tests.fakes import PROGRAMS, ScriptedRuntime
 
 pytestmark = pytest.mark.anyio

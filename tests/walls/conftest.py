@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from adapters.walls import HostPlan, Launch, Walls
+from adapters.hosts.walls import HostPlan, Launch, Walls
 
 PROBE = Path(__file__).resolve().parent / "probe.py"
 SYSTEM_PYTHON = "/usr/bin/python3"  # reachable by the unprivileged user, unlike the service's own Python

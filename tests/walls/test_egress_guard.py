@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from adapters.egress_guard import machine_policy
-from adapters.egress_policy import ALL, PUBLIC, parse_allow
-from adapters.walls import STRICT, HostPlan, Wall, WallMissing, Walls, probe
+from adapters.hosts.egress_guard import machine_policy
+from adapters.hosts.egress_policy import ALL, PUBLIC, parse_allow
+from adapters.hosts.walls import STRICT, HostPlan, Wall, WallMissing, Walls, probe
 from tests.walls.conftest import SYSTEM_PYTHON, run_launched
 
 OFFERED = probe()

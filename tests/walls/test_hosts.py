@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from dependency_injector import providers
 
-from adapters.codec import workspace_from_body
-from adapters.memory_store import InMemoryStore
-from adapters.node_runtime import NodeRuntime, node_version
-from adapters.walls import STRICT, Wall, WallMissing, Walls, probe
+from adapters.hosts.walls import STRICT, Wall, WallMissing, Walls, probe
+from adapters.node.runtime import NodeRuntime, node_version
+from adapters.storage.memory import InMemoryStore
+from application.workspaces import Workspaces
+from domain.body import workspace_from_body
 from domain.model import Language, Status
-from domain.usecases import Workspaces
 from entrypoints.container import build_container
 from entrypoints.embed import open_service
 from tests.python.kernels import python_runtime

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from adapters.walls import LAUNCHER, STRICT, HostPlan, Wall, WallMissing, Walls, probe
+from adapters.hosts.walls import LAUNCHER, STRICT, HostPlan, Wall, WallMissing, Walls, probe
 from tests.walls.conftest import SYSTEM_PYTHON, run_probe
 
 OFFERED = probe()
@@ -146,7 +146,7 @@ def test_the_python_api_health_carries_the_kernels_walls(open_folder: Path) -> N
     from attrs import define
     from starlette.testclient import TestClient
 
-    from entrypoints.python_api import create_python_api
+    from entrypoints.http.python_api import create_python_api
     from tests.fakes import ScriptedRuntime
 
     @define
@@ -164,7 +164,7 @@ def test_the_python_api_health_carries_the_kernels_walls(open_folder: Path) -> N
 def test_scratch_folders_of_a_service_that_died_are_swept() -> None:
     import tempfile
 
-    from adapters.walls import SCRATCH_PREFIX
+    from adapters.hosts.walls import SCRATCH_PREFIX
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True

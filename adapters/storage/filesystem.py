@@ -25,7 +25,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
-from adapters.codec import body_from_workspace, workspace_from_body
+from domain.body import body_from_workspace, workspace_from_body
 from domain.errors import DomainError, NotFound, Unavailable
 from domain.model import WORKSPACE_ID, Json, Workspace, check_workspace_id
 

@@ -22,14 +22,14 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
 
-from adapters.python_packages import PackageInstallError, install_packages
-from entrypoints.client import CommandError, Target, Unreachable, open_target
+from adapters.python.packages import PackageInstallError, install_packages
+from entrypoints.cli.client import CommandError, Target, Unreachable, open_target
+from entrypoints.cli.deploy import DeployError, changes, read_folder
 from entrypoints.container import Container, build_container
-from entrypoints.deploy import DeployError, changes, read_folder
 from entrypoints.embed import open_service
-from entrypoints.http import create_app
-from entrypoints.logs import configure_logging
-from entrypoints.python_api import create_python_api
+from entrypoints.http.app import create_app
+from entrypoints.http.logs import configure_logging
+from entrypoints.http.python_api import create_python_api
 from entrypoints.settings import Settings, SettingsError, load_settings
 
 Job = Callable[[Target], Awaitable[int]]
@@ -182,7 +182,7 @@ def hypercorn_config(settings: Settings, port: int | None = None) -> Config:
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host  # an IPv6 address
     config.bind = [f"{host}:{settings.port if port is None else port}"]
-    config.accesslog = None  # ours (entrypoints/middleware.py) carries the request id and the outcome
+    config.accesslog = None  # ours (entrypoints/http/middleware.py) carries the request id and the outcome
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handler and format, not its own
     return config
 

@@ -1,4 +1,4 @@
-"""The python-api: any Runtime served over HTTP (wire protocol v1 of adapters/remote_python.py).
+"""The python-api: any Runtime served over HTTP (wire protocol v1 of adapters/remote/runtime.py).
 
 `functions python-api` serves the embedded PythonRuntime with it, so that Python can run on machines of
 its own; the main service reaches it through RemotePythonRuntime when PYTHON_API_URL is set.
@@ -16,14 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.codec import workspace_from_body
-from adapters.remote_python import PROTOCOL, REVISION_UNKNOWN, outcome_to_wire
-from adapters.walls import Walls
+from adapters.hosts.walls import Walls
+from adapters.remote.runtime import PROTOCOL, REVISION_UNKNOWN, outcome_to_wire
+from domain.body import workspace_from_body
 from domain.errors import DomainError, InvalidRequest
 from domain.model import Json, Outcome, Status, Workspace, check_function_name, check_workspace_id
-from entrypoints.bodies import JsonResponse, read_json
-from entrypoints.http import error_answer, on_http_error, on_unexpected
-from entrypoints.middleware import ApiKeyMiddleware
+from entrypoints.http.app import error_answer, on_http_error, on_unexpected
+from entrypoints.http.bodies import JsonResponse, read_json
+from entrypoints.http.middleware import ApiKeyMiddleware
 from ports.runtime import Runtime
 
 RESIDENT_WORKSPACES = 1000

@@ -23,13 +23,13 @@ from domain.errors import (
     Unavailable,
 )
 from domain.model import Outcome, Status, check_workspace_id
-from entrypoints.bodies import JsonResponse, PayloadTooLarge, read_json
 from entrypoints.container import Container, build_container
-from entrypoints.docs import docs_page, openapi_json
 from entrypoints.embed import open_service
-from entrypoints.logs import AccessLog, log_user_output
-from entrypoints.metrics import CONTENT_TYPE as METRICS_TYPE
-from entrypoints.middleware import AccessMiddleware, ApiKeyMiddleware
+from entrypoints.http.bodies import JsonResponse, PayloadTooLarge, read_json
+from entrypoints.http.docs import docs_page, openapi_json
+from entrypoints.http.logs import AccessLog, log_user_output
+from entrypoints.http.metrics import CONTENT_TYPE as METRICS_TYPE
+from entrypoints.http.middleware import AccessMiddleware, ApiKeyMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ async def healthcheck(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(request.state.service.metrics.render(), headers={"content-type": METRICS_TYPE})
+    return Response(request.state.metrics.render(), headers={"content-type": METRICS_TYPE})
 
 
 async def openapi(request: Request) -> Response:
@@ -217,7 +217,12 @@ def create_app(container: Container | None = None) -> Starlette:
         async with open_service(container=services) as service:  # the same object embedders use
             app.state.service = service  # for `functions serve` to stop it gracefully on SIGTERM
             max_body = services.settings().request_max_size
-            yield {"service": service, "workspaces": service.workspaces, "max_body": max_body}
+            yield {
+                "service": service,
+                "workspaces": service.workspaces,
+                "metrics": services.metrics(),
+                "max_body": max_body,
+            }
 
     handlers = {DomainError: on_domain_error, HTTPException: on_http_error, Exception: on_unexpected}
     api_key = services.settings().api_key

@@ -19,14 +19,14 @@ from typing import Any
 
 from attrs import define
 
-from adapters.host_process import HostProcess, Message, outcome_of, raise_compile_errors
-from adapters.node_script import compile_sources, generate_script
-from adapters.residency import evict_idle_forever, least_recently_used
-from adapters.walls import HostPlan, Launch, Wall, Walls
+from adapters.hosts.process import HostProcess, Message, outcome_of, raise_compile_errors
+from adapters.hosts.residency import evict_idle_forever, least_recently_used
+from adapters.hosts.walls import HostPlan, Launch, Wall, Walls
+from adapters.node.script import compile_sources, generate_script
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Workspace
 
-HOST_SCRIPT = Path(__file__).resolve().parent.parent / "runtimes" / "node" / "host.mjs"
+HOST_SCRIPT = Path(__file__).resolve().parents[2] / "runtimes" / "node" / "host.mjs"
 MIN_NODE_MAJOR = 20
 QUIET_WARNINGS = (20, 11)  # --disable-warning: the permission model's start-up warnings are not news
 # Many workers reserve far more address space than they use (V8 code ranges, 10 GB per WebAssembly memory):

@@ -18,20 +18,17 @@ from prometheus_client import (
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
-from domain.errors import Unavailable
-from domain.model import Json, Language, Outcome, Workspace
+from domain.model import Json, Language, Outcome
 from ports.runtime import Runtime
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # A warm run takes well under a millisecond; the default run timeout is 20 s.
 RUN_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 60)
 SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
-# Runs the runtime could not take, or that broke on our side, next to the Status values.
-UNAVAILABLE, ERROR = "unavailable", "error"
 
 
 class RunMeter:
-    """One language's run counters, with its labelled children cached."""
+    """One language's run counters (ports.metrics.RunMeter), with its labelled children cached."""
 
     def __init__(self, metrics: "Metrics", language: Language) -> None:
         self.language = language.value
@@ -57,50 +54,6 @@ class RunMeter:
             )
             child = self._runs[key] = self._metrics.runs.labels(*labels)
         child.inc()
-
-
-class MeteredRuntime:
-    """A runtime whose runs are counted by the metrics; everything else passes straight through."""
-
-    def __init__(self, inner: Runtime, meter: RunMeter) -> None:
-        self.inner = inner
-        self.language = inner.language
-        self.meter = meter
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def prepare(self, workspace: Workspace) -> Mapping[str, str]:
-        return await self.inner.prepare(workspace)
-
-    async def run(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Outcome:
-        meter = self.meter
-        meter.in_flight += 1
-        try:
-            outcome = await self.inner.run(workspace, function, params)
-        except Unavailable:
-            meter.count(UNAVAILABLE, workspace.id, function)
-            raise
-        except Exception:
-            meter.count(ERROR, workspace.id, function)
-            raise
-        finally:
-            meter.in_flight -= 1
-        meter.observe(outcome, workspace.id, function)
-        return outcome
-
-    async def evict(self, workspace_id: str) -> None:
-        await self.inner.evict(workspace_id)
-
-    def health(self) -> Mapping[str, Json]:
-        return self.inner.health()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def __getattr__(self, name: str) -> Any:
-        # What a runtime offers beyond the port (NodeRuntime.host_pid, ...) stays reachable.
-        return getattr(self.inner, name)
 
 
 class Metrics:
@@ -148,18 +101,14 @@ class Metrics:
         registry.register(_ScrapeTime(self))
         ProcessCollector(registry=registry)
 
-    def meter(self, runtime: Runtime) -> MeteredRuntime:
+    def meter(self, runtime: Runtime) -> RunMeter:
+        """The run counters of `runtime`'s language (its health is read when /metrics is scraped)."""
         meter = RunMeter(self, runtime.language)
         self.meters[runtime.language] = (meter, runtime)
-        return MeteredRuntime(runtime, meter)
+        return meter
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def metered(runtimes: Mapping[Language, Runtime], metrics: Metrics) -> dict[Language, Runtime]:
-    """The runtimes, each wrapped so its runs are counted (the container wires this in)."""
-    return {language: metrics.meter(runtime) for language, runtime in runtimes.items()}
 
 
 class _ScrapeTime:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from attrs import define, field
 
-from adapters.egress_policy import (
+from adapters.hosts.egress_policy import (
     PUBLIC,
     Address,
     AllowRule,

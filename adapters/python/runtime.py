@@ -23,15 +23,15 @@ from typing import Any
 
 from attrs import define, field
 
-from adapters.host_process import HostProcess, Message, outcome_of, raise_compile_errors
-from adapters.python_packages import install_packages, installed_modules
-from adapters.python_script import function_specs, generate_main, imported_modules
-from adapters.residency import evict_idle_forever, least_recently_used
-from adapters.walls import HostPlan, Launch, Walls
+from adapters.hosts.process import HostProcess, Message, outcome_of, raise_compile_errors
+from adapters.hosts.residency import evict_idle_forever, least_recently_used
+from adapters.hosts.walls import HostPlan, Launch, Walls
+from adapters.python.packages import install_packages, installed_modules
+from adapters.python.script import function_specs, generate_main, imported_modules
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Status, Workspace
 
-KERNEL_SCRIPT = Path(__file__).resolve().parent.parent / "runtimes" / "python" / "kernel.py"
+KERNEL_SCRIPT = Path(__file__).resolve().parents[2] / "runtimes" / "python" / "kernel.py"
 KERNEL_OPEN_FILES = 256  # as the kernel sets for itself
 # Address space a kernel reserves without using it, on top of PYTHON_WORKER_MAX_MEMORY_MB: a 2 MiB stack
 # for each of up to ~130 threads (a run thread per busy workspace, a GIL nudger per run on 3.11) and two

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from attrs import define, field, frozen
 
-from adapters import egress_guard
-from adapters.egress_guard import EgressGuard, machine_policy
-from adapters.egress_policy import ALL, EgressPolicy
+from adapters.hosts import egress_guard
+from adapters.hosts.egress_guard import EgressGuard, machine_policy
+from adapters.hosts.egress_policy import ALL, EgressPolicy
 from domain.model import Json
 
-LAUNCHER = Path(__file__).resolve().parent.parent / "runtimes" / "launcher.py"
+LAUNCHER = Path(__file__).resolve().parents[2] / "runtimes" / "launcher.py"
 STRICT, STANDARD = "strict", "standard"
 UNPRIVILEGED = "nobody"
 # What any host reads to start and to reach the network (libraries, TLS, time zones, name resolution),

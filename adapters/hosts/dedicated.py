@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from attrs import define
 
-from adapters.residency import evict_idle_forever, least_recently_used
+from adapters.hosts.residency import evict_idle_forever, least_recently_used
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Workspace
 from ports.runtime import Runtime

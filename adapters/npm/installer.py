@@ -24,7 +24,7 @@ from pathlib import Path
 import anyio
 from anyio import to_thread
 
-from adapters.npm_rules import PackageRules, refused_dependencies, wanted_packages
+from adapters.npm.rules import PackageRules, refused_dependencies, wanted_packages
 from domain.errors import DependencyError, Unavailable
 from domain.model import Workspace, check_workspace_id
 

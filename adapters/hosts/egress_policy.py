@@ -1,7 +1,7 @@
 """Which addresses functions may connect to: FUNCTIONS_EGRESS and FUNCTIONS_EGRESS_ALLOW.
 
 Pure decisions on an (address, port) that a host is about to connect or send to. The guard
-(adapters/egress_guard.py) asks them for every connect and addressed send of every host, after the
+(adapters/hosts/egress_guard.py) asks them for every connect and addressed send of every host, after the
 address has been copied out of the host's memory, so what is judged is what is connected: a DNS name that
 resolves to loopback, or a redirect to the metadata endpoint, meets the same check as a literal address.
 """

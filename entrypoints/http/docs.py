@@ -4,7 +4,7 @@ import functools
 import json
 from importlib import resources
 
-from entrypoints.openapi import document
+from entrypoints.http.openapi import document
 
 
 @functools.cache
@@ -16,4 +16,4 @@ def openapi_json() -> bytes:
 @functools.cache
 def docs_page() -> bytes:
     """A self-contained page (no CDN) that fetches openapi.json and renders it."""
-    return resources.files("entrypoints").joinpath("docs.html").read_bytes()
+    return resources.files("entrypoints.http").joinpath("docs.html").read_bytes()

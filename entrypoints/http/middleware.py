@@ -10,8 +10,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from entrypoints.logs import AccessLog
-from entrypoints.metrics import Metrics
+from entrypoints.http.logs import AccessLog
+from entrypoints.http.metrics import Metrics
 
 # Liveness and metrics stay open for probes; the API description and its page hold no data.
 OPEN_PATHS = frozenset({"/sys/healthcheck", "/metrics", "/openapi.json", "/docs"})

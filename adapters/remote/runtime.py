@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from adapters.codec import body_from_workspace
+from domain.body import body_from_workspace
 from domain.errors import (
     CompileError,
     DependencyError,

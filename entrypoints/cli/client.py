@@ -19,7 +19,7 @@ from domain.errors import DomainError
 from domain.model import Json
 from entrypoints.container import Container
 from entrypoints.embed import Service, open_service
-from entrypoints.http import error_answer, not_serializable, outcome_answer
+from entrypoints.http.app import error_answer, not_serializable, outcome_answer
 from entrypoints.settings import Settings
 
 Answer = tuple[int, dict[str, Any]]
@@ -131,9 +131,9 @@ def _json_of(raw: bytes, status: int) -> dict[str, Any]:
 class LocalTarget:
     """The service built in-process on the local storage (FUNCTIONS_STORAGE_FILESYSTEM_DIRPATH)."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: Service, storage_dir: object) -> None:
         self.service = service
-        self.where = f"local storage {service.container.settings().storage_dir}"
+        self.where = f"local storage {storage_dir}"
 
     async def save(self, workspace_id: str, body: Json) -> Json:
         with _refusals():
@@ -177,4 +177,4 @@ async def open_target(url: str | None, settings: Settings) -> AsyncIterator[Targ
         yield HttpTarget(url, settings.api_key)
         return
     async with open_service(container=Container(settings=providers.Object(settings))) as service:
-        yield LocalTarget(service)
+        yield LocalTarget(service, settings.storage_dir)
