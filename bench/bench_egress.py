@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_service import serving  # noqa: E402
 
-from adapters.hosts.egress_guard import machine_policy  # noqa: E402
+from adapters.hosts.egress_facts import machine_policy  # noqa: E402
 from adapters.hosts.egress_policy import ALL, PUBLIC  # noqa: E402
 from adapters.hosts.walls import HostPlan, Walls  # noqa: E402
 

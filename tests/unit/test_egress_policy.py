@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from adapters.hosts.egress_guard import Refused, sockaddr
 from adapters.hosts.egress_policy import ALL, NONE, PUBLIC, EgressPolicy, embedded_ipv4, parse_allow
+from adapters.hosts.seccomp_notify import Refused, sockaddr
 from entrypoints.settings import SettingsError, load_settings
 
 ip = ipaddress.ip_address
@@ -153,7 +153,7 @@ def test_sockaddr_is_read_as_the_kernel_reads_it() -> None:
 
 
 def test_allowed_host_names_resolve_on_a_thread_of_their_own_never_in_the_guards_call() -> None:
-    from adapters.hosts.egress_guard import MachineFacts
+    from adapters.hosts.egress_facts import MachineFacts
 
     facts = MachineFacts()
     facts.resolved("localhost")  # starts the resolution and answers at once with what is known

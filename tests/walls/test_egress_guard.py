@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from adapters.hosts.egress_guard import machine_policy
+from adapters.hosts.egress_facts import machine_policy
 from adapters.hosts.egress_policy import ALL, PUBLIC, parse_allow
 from adapters.hosts.walls import STRICT, HostPlan, Wall, WallMissing, Walls, probe
 from tests.walls.conftest import SYSTEM_PYTHON, run_launched
