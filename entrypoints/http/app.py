@@ -197,10 +197,11 @@ async def docs(request: Request) -> Response:
     return Response(docs_page(), media_type="text/html", headers={"content-security-policy": policy})
 
 
+# The run route first: the router tries routes in order, and no other route matches its paths.
 ROUTES = [
+    Route("/v2/functions/{workspace}/run/{function}", run_function, methods=["POST"]),
     Route("/v2/functions", list_workspaces, methods=["GET"]),
     Route("/v2/functions/{workspace}", workspace, methods=["GET", "POST", "DELETE"]),
-    Route("/v2/functions/{workspace}/run/{function}", run_function, methods=["POST"]),
     Route("/sys/healthcheck", healthcheck, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),

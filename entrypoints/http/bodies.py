@@ -1,11 +1,13 @@
 """JSON in and out at the HTTP edge: bounded body reading, strict parsing, fast encoding."""
 
 import json
+import json.encoder
 import math
 import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from domain.errors import DomainError, InvalidRequest
@@ -32,17 +34,25 @@ def human_size(size: int) -> str:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused as soon as it is known to be over `limit` bytes: it is never buffered whole."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(limit)
+    # The ASGI messages themselves, not request.headers and request.stream(): a run reads one small body,
+    # and those two build a Headers object and an async generator for it.
+    for name, value in request.scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise PayloadTooLarge(limit)
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():  # a chunked upload has no Content-Length to trust
+    while True:  # a chunked upload has no Content-Length to trust
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _no_constant(name: str) -> Json:
@@ -136,11 +146,46 @@ async def read_json(request: Request, limit: int, empty: Json = MISSING) -> Json
     return empty
 
 
+def reusable(options: json.JSONEncoder, check_circular: bool = True) -> Callable[[Any], str]:
+    """`options.encode`, without building a C encoder on every call as JSONEncoder.encode does.
+
+    Its circular-reference markers are emptied after a failed call, as a fresh encoder's would be.
+    """
+    make: Any = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or options.indent is not None:  # no C accelerator here, or an indented output
+        return options.encode
+    escape = json.encoder.encode_basestring_ascii if options.ensure_ascii else json.encoder.encode_basestring
+    markers: dict[int, Any] | None = {} if check_circular else None
+    encode = make(
+        markers,
+        options.default,
+        escape,
+        None,
+        options.key_separator,
+        options.item_separator,
+        options.sort_keys,
+        options.skipkeys,
+        options.allow_nan,
+    )
+
+    def encoded(content: Any) -> str:
+        try:
+            text: str = encode(content, 0)[0]
+        except BaseException:
+            if markers:
+                markers.clear()
+            raise
+        return text
+
+    return encoded
+
+
 # One encoder for every answer: json.dumps with options would build a new one per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_ENCODE = reusable(json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")))
 # JavaScript strings may hold lone surrogates ('\ud800'), which UTF-8 cannot carry but JSON's \u
 # escapes can: such an answer goes out ASCII-escaped, the text exactly as the function made it.
-_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+_ASCII_ENCODE = reusable(json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")))
+_JSON_TYPE = (b"content-type", b"application/json")
 
 
 class JsonResponse(Response):
@@ -148,9 +193,25 @@ class JsonResponse(Response):
 
     media_type = "application/json"
 
+    def __init__(
+        self, content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+    ) -> None:
+        # What Response.__init__ does for this case, without its general header handling.
+        self.status_code = status_code
+        self.background = None
+        self.body = body = self.render(content)
+        raw = (
+            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            if headers
+            else []
+        )
+        raw.append((b"content-length", str(len(body)).encode()))
+        raw.append(_JSON_TYPE)
+        self.raw_headers = raw
+
     def render(self, content: Any) -> bytes:
-        text = _ENCODER.encode(content)
+        text = _ENCODE(content)
         try:
             return text.encode()
         except UnicodeEncodeError:
-            return _ASCII_ENCODER.encode(content).encode()
+            return _ASCII_ENCODE(content).encode()

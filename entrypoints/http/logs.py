@@ -7,12 +7,16 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from entrypoints.http.bodies import reusable
+
 # LogRecord attributes that are not `extra=` fields.
 STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 # One encoder for every line: json.dumps with options builds a new one per call.
 _ENCODER = json.JSONEncoder(default=str)
+# Prepared fields (the access log's) are flat: strings, numbers and None, so no circular check.
+_ENCODE_FLAT = reusable(_ENCODER, check_circular=False)
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,6 +35,8 @@ class JsonFormatter(logging.Formatter):
         fields = record.__dict__.get("fields")
         if isinstance(fields, dict):  # prepared by the caller (the access log): no scan of the record
             entry.update(fields)
+            if not record.exc_info:
+                return _ENCODE_FLAT(entry)
         else:
             entry.update((k, v) for k, v in vars(record).items() if k not in STANDARD)
         if record.exc_info:
