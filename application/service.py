@@ -13,6 +13,7 @@ from application.workspaces import Workspaces
 from domain.body import body_from_workspace, workspace_from_body
 from domain.errors import Unavailable
 from domain.model import Json, Outcome, check_workspace_id
+from ports.metrics import MetricsText
 
 log = logging.getLogger("functions.service")
 STARTING, READY, STOPPING, STOPPED = "starting", "ready", "stopping", "stopped"
@@ -101,11 +102,13 @@ class Service:
         *,
         grace_s: float = 10.0,
         walls: Callable[[], Mapping[str, Json]] | None = None,
+        metrics: MetricsText | None = None,
     ) -> None:
         self.workspaces = workspaces  # the use cases, for callers who prefer domain types
         self.gate = Gate()
         self.grace_s = grace_s  # SHUTDOWN_GRACE_PERIOD
         self._walls = walls  # the hosts' OS walls, for the health report
+        self.metrics = metrics  # `service.metrics.render()`: the /metrics text
 
     @property
     def ready(self) -> bool:

@@ -9,7 +9,7 @@ import anyio
 from dependency_injector import containers, providers
 
 from adapters.hosts.dedicated import DedicatedRuntime
-from adapters.hosts.egress_guard import machine_policy
+from adapters.hosts.egress_facts import machine_policy
 from adapters.hosts.walls import Walls
 from adapters.node.runtime import NodeRuntime
 from adapters.npm.installer import NpmInstaller
@@ -45,8 +45,8 @@ class Container(containers.DeclarativeContainer):
     egress = providers.Singleton(
         machine_policy, mode=settings.provided.egress, allow=settings.provided.egress_allow
     )
-    # The operating-system walls of every host (FUNCTIONS_SANDBOX), asked of the machine once.
-    walls = providers.Singleton(Walls, sandbox=settings.provided.sandbox, egress=egress)
+    # The operating-system walls of every host (FUNCTIONS_WALLS), asked of the machine once.
+    walls = providers.Singleton(Walls, mode=settings.provided.walls, egress=egress)
     # The embedded Python runtime; LRU and idle eviction reuse the Node settings (one policy, two runtimes).
     local_python = providers.Singleton(
         PythonRuntime,
@@ -57,6 +57,7 @@ class Container(containers.DeclarativeContainer):
         packages_whitelist=settings.provided.python_packages_whitelist,
         packages_dir=settings.provided.python_packages_dir,
         packages_auto_install=settings.provided.python_packages_auto_install,
+        python_binary=settings.provided.python_kernel_binary,
         max_workspaces=settings.provided.workers_max_lru,
         idle_timeout_s=settings.provided.node_idle_timeout_s,
         dedicated_kernels=providers.Callable(operator.eq, settings.provided.isolation, "dedicated"),

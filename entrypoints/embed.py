@@ -19,10 +19,13 @@ __all__ = ["Gate", "Service", "open_service", "service_of"]
 def service_of(container: Container) -> Service:
     """The Service on a container's use cases, its metrics told when it is ready."""
     settings = container.settings()
-    service = Service(
-        container.workspaces(), grace_s=settings.shutdown_grace_s, walls=lambda: container.walls().report()
-    )
     metrics = container.metrics()
+    service = Service(
+        container.workspaces(),
+        grace_s=settings.shutdown_grace_s,
+        walls=lambda: container.walls().report(),
+        metrics=metrics,
+    )
     metrics.ready = lambda: service.ready
     metrics.install_stats = lambda: container.packages().stats()
     return service

@@ -64,6 +64,7 @@ class Settings:
     python_packages_whitelist: tuple[str, ...] = PYTHON_PACKAGES
     python_packages_auto_install: tuple[str, ...] = ()
     python_packages_dir: Path = Path("data/functions-py/packages/")
+    python_kernel_binary: str | None = None  # None: the newest CPython found (adapters/python/interpreter.py)
     python_worker_max_memory_mb: int = 512
     nodejs_packages_whitelist: tuple[str, ...] | None = None  # None: every package allowed
     nodejs_packages_blacklist: tuple[str, ...] = ()
@@ -77,7 +78,7 @@ class Settings:
     metrics_workspace_labels: bool = True  # off: runs counted by language and outcome only
     shutdown_grace_s: int = 25  # the 20 s default run timeout fits, under Kubernetes' 30 s stop grace
     isolation: str = "shared"  # shared: one Node host, the kernel pool; dedicated: hosts per workspace
-    sandbox: str = "standard"  # strict: no host starts with an operating-system wall missing
+    walls: str = "standard"  # strict: no host starts with an operating-system wall missing
     nodejs_native_addons: bool = False  # Node's permission model refuses native addons unless this is on
     egress: str = "public"  # public: no loopback, link-local, private or own address; none; all
     egress_allow: tuple[AllowRule, ...] = ()  # FUNCTIONS_EGRESS_ALLOW: reachable whatever the mode
@@ -212,6 +213,7 @@ VARIABLES: tuple[tuple[tuple[str, ...], str, Parser], ...] = (
     (("PYTHON_PACKAGES_WHITELIST_IMPORT",), "python_packages_whitelist", MODULES),
     (("PYTHON_PACKAGES_AUTO_INSTALL",), "python_packages_auto_install", requirements),
     (("PYTHON_PACKAGES_DIR",), "python_packages_dir", path),
+    (("PYTHON_KERNEL_BINARY",), "python_kernel_binary", optional(text)),
     (("PYTHON_WORKER_MAX_MEMORY_MB",), "python_worker_max_memory_mb", integer(1, unit=MB)),
     (("NODEJS_PACKAGES_WHITELIST_IMPORT",), "nodejs_packages_whitelist", optional(NPM_PACKAGES)),
     (("NODEJS_PACKAGES_BLACKLIST_IMPORT",), "nodejs_packages_blacklist", NPM_PACKAGES),
@@ -223,7 +225,8 @@ VARIABLES: tuple[tuple[tuple[str, ...], str, Parser], ...] = (
     (("METRICS_WORKSPACE_LABELS",), "metrics_workspace_labels", boolean),
     (("SHUTDOWN_GRACE_PERIOD",), "shutdown_grace_s", integer(0, unit=" of seconds")),
     (("FUNCTIONS_ISOLATION",), "isolation", choice("shared", "dedicated")),
-    (("FUNCTIONS_SANDBOX",), "sandbox", choice("strict", "standard")),
+    # FUNCTIONS_SANDBOX: its former name, still read
+    (("FUNCTIONS_WALLS", "FUNCTIONS_SANDBOX"), "walls", choice("strict", "standard")),
     (("NODEJS_NATIVE_ADDONS",), "nodejs_native_addons", boolean),
     (("FUNCTIONS_EGRESS",), "egress", choice(*EGRESS_MODES)),
     (("FUNCTIONS_EGRESS_ALLOW",), "egress_allow", parse_allow),

@@ -5,6 +5,14 @@ from typing import Protocol
 from domain.model import Outcome
 
 
+class MetricsText(Protocol):
+    """The service's metrics, rendered for a scrape."""
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        ...
+
+
 class RunMeter(Protocol):
     """One language's run counters."""
 

@@ -10,13 +10,12 @@ parse and run nothing, so a save can use one shared checker instead of starting 
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 from attrs import define
 
-from adapters.hosts.residency import evict_idle_forever, least_recently_used
+from adapters.hosts.supervisor import Residency, Resident, Tasks
 from domain.errors import Unavailable
 from domain.model import Json, Language, Outcome, Workspace
 from ports.runtime import Runtime
@@ -26,12 +25,10 @@ T = TypeVar("T")
 
 
 @define(eq=False)
-class Host:
+class Host(Resident):
     """One workspace's runtime: started once (runs of that workspace wait on the same start)."""
 
-    starting: "asyncio.Task[Runtime]"
-    last_used: float
-    in_flight: int = 0
+    starting: "asyncio.Task[Runtime] | None" = None
     retired: bool = False  # evicted while runs were in flight: closed when the last one ends
     closed: bool = False
 
@@ -56,9 +53,9 @@ class DedicatedRuntime:
         self.max_hosts = max_hosts
         self.idle_timeout_s = idle_timeout_s
         self.checker = checker  # None: a save's compile check starts the workspace's own host
-        self._hosts: OrderedDict[str, Host] = OrderedDict()  # ordered by last use
-        self._closing_tasks: set[asyncio.Task[None]] = set()
-        self._idle_task: asyncio.Task[None] | None = None
+        self._hosts: Residency[Host] = Residency(max_hosts, idle_timeout_s, self._evicted)
+        self._tasks = Tasks(f"the dedicated {language.value} hosts")
+        self._idle: asyncio.Task[None] | None = None
         self._restarts_of_closed = 0
         self._state, self._error = "starting", ""
         self._closing = False
@@ -72,7 +69,7 @@ class DedicatedRuntime:
             self._state, self._error = str(health.get("status", "ok")), str(health.get("error", ""))
         else:
             self._state = "ok"
-        self._idle_task = asyncio.create_task(self._close_idle_forever())
+        self._idle = self._tasks.spawn(self._hosts.evict_idle_forever())
 
     async def prepare(self, workspace: Workspace) -> Mapping[str, str]:
         if self.checker is not None:
@@ -83,7 +80,7 @@ class DedicatedRuntime:
         return await self._on_own_host(workspace.id, lambda runtime: runtime.run(workspace, function, params))
 
     async def evict(self, workspace_id: str) -> None:
-        host = self._hosts.pop(workspace_id, None)
+        host = self._hosts.forget(workspace_id)
         if host is not None:
             await self._retire(host)
 
@@ -112,14 +109,14 @@ class DedicatedRuntime:
 
     async def aclose(self) -> None:
         self._closing = True
-        if self._idle_task is not None:
-            self._idle_task.cancel()
-        hosts = list(self._hosts.values())
+        hosts = self._hosts.values()
         self._hosts.clear()
+        if self._idle is not None:
+            self._idle.cancel()
         closing = [self._close(host) for host in hosts]
         if self.checker is not None:
             closing.append(self.checker.aclose())
-        await asyncio.gather(*closing, *self._closing_tasks, return_exceptions=True)
+        await asyncio.gather(*closing, self._tasks.wait_all(), return_exceptions=True)
         self._state = "stopped"
 
     # -- a workspace's own host -------------------------------------------------------------------
@@ -143,19 +140,16 @@ class DedicatedRuntime:
         if host is None:
             # Made and registered before any await: a second first run finds this one and waits on it.
             starting = asyncio.create_task(self._start_one(workspace_id))
-            host = self._hosts[workspace_id] = Host(starting, time.monotonic())
-            for other in least_recently_used(self._hosts, self.max_hosts, keep=workspace_id):
-                self._spawn_close(self._hosts.pop(other))
-        self._hosts.move_to_end(workspace_id)
+            host = self._hosts.admit(workspace_id, Host("", time.monotonic(), starting=starting))
         return host
 
     async def _started(self, workspace_id: str, host: Host) -> Runtime:
         try:
             # Shielded: a cancelled run must not cancel a start that other runs wait on too.
-            return await asyncio.shield(host.starting)
+            return await asyncio.shield(_starting(host))
         except Unavailable:
             if self._hosts.get(workspace_id) is host:  # the next run tries again
-                del self._hosts[workspace_id]
+                self._hosts.forget(workspace_id)
             raise
 
     async def _start_one(self, workspace_id: str) -> Runtime:
@@ -188,7 +182,7 @@ class DedicatedRuntime:
             return
         host.closed = True
         try:
-            runtime = await asyncio.shield(host.starting)
+            runtime = await asyncio.shield(_starting(host))
         except Exception:
             return  # it never started: nothing to close
         self._restarts_of_closed += _restarts(runtime)
@@ -198,19 +192,20 @@ class DedicatedRuntime:
             log.exception("closing a dedicated %s host failed", self.language.value)
 
     def _spawn_close(self, host: Host) -> None:
-        task = asyncio.create_task(self._close(host))
-        self._closing_tasks.add(task)
-        task.add_done_callback(self._closing_tasks.discard)
+        self._tasks.spawn(self._close(host))
 
-    async def _close_idle_forever(self) -> None:
-        await evict_idle_forever(self._hosts, self.idle_timeout_s, self._close_idle)
+    def _evicted(self, _workspace_id: str, host: Host) -> None:
+        """Over the limit or idle: closed now (a host with runs in flight is never chosen)."""
+        self._spawn_close(host)
 
-    def _close_idle(self, workspace_id: str) -> None:
-        self._spawn_close(self._hosts.pop(workspace_id))
+
+def _starting(host: Host) -> "asyncio.Task[Runtime]":
+    assert host.starting is not None
+    return host.starting
 
 
 def _started(host: Host) -> Runtime | None:
-    task = host.starting
+    task = _starting(host)
     if not task.done() or task.cancelled() or task.exception() is not None:
         return None
     return task.result()

@@ -1,7 +1,9 @@
-"""A runtime host child process: a scrubbed environment, one JSON object per line each way, replies by id.
+"""A runtime host child process: a scrubbed environment, the host protocol (adapters/hosts/protocol.py) one
+JSON object per line each way, replies matched to requests by id.
 
 Replies are read by an asyncio protocol and handed straight to the waiting future: a run costs no
-reader task hop and no timeout task, which matters at a few hundred microseconds per run.
+reader task hop and no timeout task, which matters at a few hundred microseconds per run. Every deadline
+is kept here, by the service: a request's timer either ends the run (`on_deadline`) or finds the host stuck.
 """
 
 import asyncio
@@ -10,14 +12,26 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
-from domain.errors import CompileError, InvalidRequest, Unavailable
-from domain.model import LogEntry, Outcome, Status
+from adapters.hosts.protocol import (
+    SHUTDOWN,
+    HostMessage,
+    Malformed,
+    ProtocolError,
+    Ready,
+    Refused,
+    Reply,
+    Result,
+    RunStatus,
+    Wire,
+    decode,
+)
+from domain.errors import InvalidRequest, Unavailable
 
-Message = dict[str, Any]
 LINE_LIMIT = 64 * 1024 * 1024  # one reply carries a whole result and its logs
 STDOUT, STDERR = 1, 2
+# A host told that a run's deadline passed confirms within this long (its worker ended), or is stuck.
+STUCK_AFTER_S = 5.0
 log = logging.getLogger("functions.hosts")
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode  # the host's JSON.parse has no NaN
 
@@ -67,16 +81,18 @@ class HostProcess:
         self.name = name
         self.env = dict(env or {})  # only what the host needs: none of the service's variables
         self.on_closed = on_closed  # after the process has ended (its scratch folder goes)
-        self.ready: Message = {}
+        self.ready = Ready(0, "")
         self.exit_reason = ""
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[Message]] = {}
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}
+        self._overdue: dict[int, asyncio.TimerHandle] = {}  # runs past their deadline, until confirmed
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
-        self._first_line: asyncio.Future[Message] | None = None
+        self._first_line: asyncio.Future[Reply | Ready] | None = None
         self._closed = asyncio.Event()
+        self._ending = False
 
-    async def start(self, ready_timeout_s: float = 10.0) -> Message:
+    async def start(self, ready_timeout_s: float = 10.0) -> Ready:
         """Spawn the host and wait for its `ready` line; Unavailable if it cannot start."""
         loop = asyncio.get_running_loop()
         self._first_line = loop.create_future()
@@ -97,24 +113,26 @@ class HostProcess:
         if self.on_started is not None:
             self.on_started(self._transport.get_pid())
         try:
-            self.ready = await asyncio.wait_for(self._first_line, ready_timeout_s)
+            first = await asyncio.wait_for(self._first_line, ready_timeout_s)
         except (TimeoutError, Unavailable) as exc:
             await self.kill()
             raise Unavailable(f"the {self.name} host did not report ready: {exc or 'timed out'}") from None
-        return self.ready
+        if not isinstance(first, Ready):
+            await self.kill()
+            raise Unavailable(f"the {self.name} host began with {type(first).__name__}, not ready")
+        self.ready = first
+        return first
 
     @property
     def alive(self) -> bool:
-        return self._transport is not None and not self._closed.is_set()
+        """Running and trusted: false from the moment the service decides to end it."""
+        return self._transport is not None and not self._closed.is_set() and not self._ending
 
     @property
     def pid(self) -> int | None:
         return self._transport.get_pid() if self._transport else None
 
-    def next_id(self) -> int:
-        return next(self._ids)
-
-    def send(self, message: Message) -> None:
+    def send(self, message: Wire) -> None:
         """Queue one message; ordering on the pipe is the order of calls."""
         if not self.alive or self._stdin is None or self._stdin.is_closing():
             raise Unavailable(f"the {self.name} host is not running: {self.exit_reason or 'stopped'}")
@@ -124,19 +142,29 @@ class HostProcess:
             raise InvalidRequest(f"the values sent to the {self.name} host are not JSON: {exc}") from None
         self._stdin.write(line + b"\n")
 
-    async def request(self, message: Message, timeout_s: float) -> Message:
-        """Send a message carrying a fresh `id` and wait for the reply with that id."""
+    async def request(
+        self,
+        wire: Callable[[int], Wire],
+        timeout_s: float,
+        on_deadline: Callable[[int], Reply] | None = None,
+    ) -> Reply:
+        """Send `wire(id)` with a fresh id and wait for the reply with that id.
+
+        At `timeout_s` the request is over: with `on_deadline` (a run), its answer is what that returns
+        (the runtime ends the run its own way) and the host must confirm within STUCK_AFTER_S; without
+        it, the host is stuck and is killed.
+        """
         loop = asyncio.get_running_loop()
-        request_id = message["id"] = next(self._ids)
-        future: asyncio.Future[Message] = loop.create_future()
+        request_id = next(self._ids)
+        future: asyncio.Future[Reply] = loop.create_future()
         self._waiting[request_id] = future
         # A timer, not wait_for: wait_for wraps every run in a task of its own.
-        timer = loop.call_later(timeout_s, self._stuck, future, timeout_s)
+        timer = loop.call_later(timeout_s, self._deadline, request_id, future, timeout_s, on_deadline)
         try:
-            self.send(message)
+            self.send(wire(request_id))
             reply = await future
-            if reply.get("type") == "unavailable":  # the host could not serve this one request
-                raise Unavailable(str(reply.get("message", f"the {self.name} host could not answer")))
+            if isinstance(reply, Refused):  # the host could not serve this one request
+                raise Unavailable(reply.message)
             return reply
         finally:
             timer.cancel()
@@ -158,7 +186,7 @@ class HostProcess:
         """Ask the host to stop, then make sure it did."""
         if self.alive:
             with contextlib.suppress(Unavailable, ConnectionError):
-                self.send({"type": "shutdown"})
+                self.send(SHUTDOWN)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), grace_s)
         await self.kill()
@@ -168,27 +196,53 @@ class HostProcess:
             log.warning("%s host: %s", self.name, line.decode(errors="replace").rstrip())
             return
         try:
-            message = json.loads(line)
-        except ValueError as exc:
-            self._broken(f"not JSON: {exc}")
+            message: HostMessage = decode(json.loads(line))
+        except (ValueError, Malformed) as exc:
+            self._broken(f"not a protocol message: {exc}")
             return
         if self._first_line is not None and not self._first_line.done():
-            self._first_line.set_result(message)
-        elif message.get("type") == "protocol_error":
-            log.error("%s host protocol error: %s", self.name, message.get("detail"))
+            self._first_line.set_result(message)  # type: ignore[arg-type]
+        elif isinstance(message, ProtocolError):
+            log.error("%s host protocol error: %s", self.name, message.detail)
+        elif isinstance(message, Ready):
+            self._broken("a second ready line")
         else:
-            future = self._waiting.pop(message.get("id", -1), None)
+            if (confirmed := self._overdue.pop(message.id, None)) is not None:
+                confirmed.cancel()  # the host ended the overdue run: it is not stuck
+            future = self._waiting.pop(message.id, None)
             if future is not None and not future.done():
                 future.set_result(message)
 
-    def _stuck(self, future: asyncio.Future[Message], timeout_s: float) -> None:
-        if not future.done():
+    def _deadline(
+        self,
+        request_id: int,
+        future: asyncio.Future[Reply],
+        timeout_s: float,
+        on_deadline: Callable[[int], Reply] | None,
+    ) -> None:
+        if future.done():
+            return
+        if on_deadline is None:
             future.set_exception(Unavailable(f"the {self.name} host stopped answering and was restarted"))
             self._broken(f"no reply within {timeout_s:.1f} s")
+            return
+        loop = asyncio.get_running_loop()
+        stuck = f"a run overran its deadline and the host did not end it within {STUCK_AFTER_S:g} s"
+        self._overdue[request_id] = loop.call_later(STUCK_AFTER_S, self._broken, stuck)
+        future.set_result(on_deadline(request_id))
+
+    def end(self, reason: str) -> None:
+        """Kill the host now, for `reason` (what waits on it fails; `wait_closed` hears of the end)."""
+        self.exit_reason = self.exit_reason or reason
+        self._ending = True
+        if self._transport is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._transport.kill()
 
     def _broken(self, why: str) -> None:
         """The host cannot be trusted any more: kill it; its death fails everything still waiting."""
         self.exit_reason = self.exit_reason or f"the {self.name} host broke: {why}"
+        self._ending = True
         if self._transport is not None:
             with contextlib.suppress(ProcessLookupError):
                 self._transport.kill()
@@ -199,6 +253,9 @@ class HostProcess:
         code = self._transport.get_returncode() if self._transport else None
         self.exit_reason = self.exit_reason or f"the {self.name} host exited with code {code}"
         self._closed.set()
+        for timer in self._overdue.values():
+            timer.cancel()
+        self._overdue.clear()
         failure = Unavailable(f"the {self.name} host stopped: {self.exit_reason}")
         waiting, self._waiting = self._waiting, {}
         for future in [self._first_line, *waiting.values()]:
@@ -213,41 +270,11 @@ class HostProcess:
             self.on_closed()
 
 
-# -- what both hosts answer ------------------------------------------------------------------------
-
-
-def raise_compile_errors(reply: Message) -> None:
-    """A `compiled` reply with errors becomes a CompileError naming the first function, line and column."""
-    if errors := reply.get("errors"):
-        first = errors[0]
-        raise CompileError(
-            f"function {first['function']!r} does not compile: {first['message']} "
-            f"(line {first['line']}, column {first['column']})",
-            function=first["function"],
-            line=first["line"],
-            column=first["column"],
-            errors=errors,
-        )
-
-
-def outcome_of(reply: Message) -> Outcome:
-    """A `result` reply as an Outcome; `aborted` (the worker or kernel went away mid-run) is Unavailable."""
-    error = reply.get("error")
-    if reply["status"] == "aborted":
-        raise Unavailable((error or {}).get("message", "the run was aborted"))
-    host = reply.get("host") or {}
-    duration = float(reply.get("durationMs", 0.0))
-    timings = {"run": duration}
-    if "startedAt" in reply and "receivedAt" in host:
-        timings["queue"] = max(0.0, reply["startedAt"] - host["receivedAt"] - host.get("coldMs", 0.0))
-    if host.get("cold"):
-        timings["cold"] = host.get("coldMs", 0.0)
-    return Outcome(
-        Status(reply["status"]),
-        result=reply.get("result"),
-        logs=[LogEntry(e["level"], e["message"], e["timestamp"]) for e in reply.get("logs", ())],
-        duration_ms=duration,
-        error=error,
-        cold=bool(host.get("cold")),
-        timings=timings,
+def timed_out(request_id: int, timeout_ms: int, message: str) -> Result:
+    """The answer of a run whose deadline passed."""
+    return Result(
+        request_id,
+        RunStatus.TIMED_OUT,
+        duration_ms=float(timeout_ms),
+        error={"name": "TimeoutError", "message": message},
     )

@@ -2,7 +2,7 @@
 
 Every host is started through runtimes/launcher.py, which raises the walls planned here and then executes
 the host. The plan is made in the service, where settings and paths are known; the launcher only applies
-it. FUNCTIONS_SANDBOX=strict refuses to start a host with a wall missing; `standard` starts it and the
+it. FUNCTIONS_WALLS=strict refuses to start a host with a wall missing; `standard` starts it and the
 health report says which walls are off and why.
 """
 
@@ -21,7 +21,8 @@ from pathlib import Path
 from attrs import define, field, frozen
 
 from adapters.hosts import egress_guard
-from adapters.hosts.egress_guard import EgressGuard, machine_policy
+from adapters.hosts.egress_facts import machine_policy
+from adapters.hosts.egress_guard import EgressGuard
 from adapters.hosts.egress_policy import ALL, EgressPolicy
 from domain.model import Json
 
@@ -43,7 +44,7 @@ log = logging.getLogger("functions.walls")
 
 
 class WallMissing(RuntimeError):
-    """FUNCTIONS_SANDBOX=strict and a wall this host needs is not there."""
+    """FUNCTIONS_WALLS=strict and a wall this host needs is not there."""
 
 
 @frozen
@@ -178,9 +179,9 @@ def _probe_seccomp() -> Wall:
 
 @define
 class Walls:
-    """The walls of every host this service starts, built once from FUNCTIONS_SANDBOX."""
+    """The walls of every host this service starts, built once from FUNCTIONS_WALLS."""
 
-    sandbox: str = STANDARD
+    mode: str = STANDARD
     offered: Mapping[str, Wall] = field(factory=probe)
     launcher_python: str = sys.executable
     egress: EgressPolicy = field(factory=machine_policy)  # FUNCTIONS_EGRESS, FUNCTIONS_EGRESS_ALLOW
@@ -188,8 +189,8 @@ class Walls:
     _guard: EgressGuard | None = field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.sandbox not in (STRICT, STANDARD):
-            raise ValueError(f"sandbox must be {STRICT} or {STANDARD}, not {self.sandbox!r}")
+        if self.mode not in (STRICT, STANDARD):
+            raise ValueError(f"the walls' mode must be {STRICT} or {STANDARD}, not {self.mode!r}")
         if "egress" not in self.offered:
             self.offered = {**self.offered, "egress": _egress_wall(self.egress, self.offered)}
         sweep_scratch_folders()
@@ -223,8 +224,8 @@ class Walls:
         off = {name: wall.detail for name, wall in walls.items() if not wall.on and not wall.chosen}
         if off:
             summary = "; ".join(f"{name}: {why}" for name, why in off.items())
-            if self.sandbox == STRICT:
-                raise WallMissing(f"FUNCTIONS_SANDBOX=strict: the {plan.name} host lacks walls ({summary})")
+            if self.mode == STRICT:
+                raise WallMissing(f"FUNCTIONS_WALLS=strict: the {plan.name} host lacks walls ({summary})")
             if walls != previous:  # said once, not at every kernel or dedicated host that starts
                 log.warning("the %s host starts without some walls (%s)", plan.name, summary)
         scratch = _scratch_folder(user) if plan.scratch else None
@@ -253,12 +254,12 @@ class Walls:
         return self.egress.mode if self.offered["egress"].on and self.offered["seccomp"].on else None
 
     def report(self) -> dict[str, Json]:
-        """For /sys/healthcheck: the sandbox mode and, per host, each wall on or off with the reason."""
+        """For /sys/healthcheck: the walls' mode and, per host, each wall on or off with the reason."""
         hosts: dict[str, Json] = {
             name: {wall: state.as_json() for wall, state in walls.items()}
             for name, walls in self._hosts.items()
         }
-        return {"sandbox": self.sandbox, "hosts": hosts}
+        return {"mode": self.mode, "hosts": hosts}
 
     # -- the plan ---------------------------------------------------------------------------------
 

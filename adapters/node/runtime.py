@@ -6,21 +6,17 @@ memory limits).
 """
 
 import asyncio
-import contextlib
 import json
 import logging
 import shutil
 import subprocess
 import time
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-from attrs import define
-
-from adapters.hosts.process import HostProcess, Message, outcome_of, raise_compile_errors
-from adapters.hosts.residency import evict_idle_forever, least_recently_used
+from adapters.hosts.process import HostProcess, timed_out
+from adapters.hosts.protocol import Abort, Compile, Compiled, Evict, Load, NodeSource, Result, Run, RunStatus
+from adapters.hosts.supervisor import HostPool, Residency, Resident
 from adapters.hosts.walls import HostPlan, Launch, Wall, Walls
 from adapters.node.script import compile_sources, generate_script
 from domain.errors import Unavailable
@@ -33,15 +29,6 @@ QUIET_WARNINGS = (20, 11)  # --disable-warning: the permission model's start-up 
 # an address-space limit would crash the host, so V8's heap limit per worker bounds memory instead.
 NODE_OPEN_FILES = 4096
 log = logging.getLogger("functions.node")
-
-
-@define
-class Loaded:
-    """A workspace whose script the host holds, and how it is being used."""
-
-    revision: str
-    last_used: float
-    in_flight: int = 0
 
 
 class NodeRuntime:
@@ -91,133 +78,102 @@ class NodeRuntime:
             "maxResultBytes": max_result_bytes,
             "logLimits": {"maxEntries": 1000, "maxBytes": 1024 * 1024},
         }
-        self.restarts = 0
-        self._host: HostProcess | None = None
-        self._state = "starting"
-        self._error = ""
-        self._up = asyncio.Event()
-        self._loaded: OrderedDict[str, Loaded] = OrderedDict()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
+        self.hosts = HostPool("nodejs", self._launch, backoff_s=restart_backoff_s, on_lost=self._lost)
+        self.resident: Residency[Resident] = Residency(max_workers, idle_timeout_s, self._tell_evicted)
+        self._unusable = ""  # no usable node binary: the runtime stays unavailable and says why
 
     async def start(self) -> None:
         """Start the host; without a usable `node` the runtime stays unavailable and says why."""
         binary = shutil.which(self.node_binary)
         if binary is None:
-            self._unavailable(f"no '{self.node_binary}' found on PATH: install Node.js >= {MIN_NODE_MAJOR}")
+            self._unusable = f"no '{self.node_binary}' found on PATH: install Node.js >= {MIN_NODE_MAJOR}"
+            log.error("nodejs runtime unavailable: %s", self._unusable)
             return
         self.node_binary = binary
-        try:
-            self._node_version = await node_version(binary)
-            await self._launch()
-        except Unavailable as exc:
-            self._unavailable(exc.message)
-            return
-        self._spawn(self._evict_idle_forever())
+        self._node_version = await node_version(binary)
+        await self.hosts.start()
+        if self.hosts.live():
+            self.hosts.tasks.spawn(self.resident.evict_idle_forever())
 
     async def prepare(self, workspace: Workspace) -> Mapping[str, str]:
         sources = compile_sources(workspace)
         if not sources:
             return {}
-        host = await self._running_host()
-        reply = await host.request(
-            {
-                "type": "compile",
-                "functions": [{"name": s.name, "source": s.text, "body": s.body} for s in sources],
-            },
-            timeout_s=30.0,
-        )
-        raise_compile_errors(reply)
+        host = await self._host()
+        check = Compile([NodeSource(s.name, s.text, s.body) for s in sources])
+        reply = await host.request(check.wire, timeout_s=30.0)
+        assert isinstance(reply, Compiled)
+        reply.raise_first()
         return {"index.js": generate_script(workspace)}
 
     async def run(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Outcome:
-        for _attempt in range(2):  # a second try only if the host lost the script meanwhile
-            reply = await self._run_once(workspace, function, params)
-            if reply["status"] != "not_loaded":
-                return outcome_of(reply)
-            self._loaded.pop(workspace.id, None)
+        run = Run(workspace.id, workspace.revision, function, params)
+        for _attempt in range(2):  # again only if the host lost the code meanwhile (docs/hosts.md)
+            host = await self._host()
+            entry = self._loaded(host, workspace)
+            with self.resident.using(entry):
+                reply = await host.request(run.wire, self.timeout_ms / 1000, self._overran(host))
+            assert isinstance(reply, Result)
+            if reply.status is RunStatus.ABORTED:
+                raise Unavailable((reply.error or {}).get("message", "the run was aborted"))
+            if reply.status is not RunStatus.NOT_LOADED:
+                return reply.outcome()
+            self.resident.forget(workspace.id)
         raise Unavailable(f"the nodejs host could not load workspace {workspace.id!r}")
 
     async def evict(self, workspace_id: str) -> None:
-        if self._loaded.pop(workspace_id, None) is not None and self._host and self._host.alive:
-            self._host.send({"type": "evict", "workspace": workspace_id})
+        self.resident.evict(workspace_id)
 
     def health(self) -> Mapping[str, Json]:
-        report: dict[str, Json] = {
-            "status": self._state,
-            "workers": len(self._loaded),
-            "restarts": self.restarts,
-        }
-        if self._host is not None:
-            report["node"] = self._host.ready.get("node")
-        if self._error:
-            report["error"] = self._error
+        if self._unusable:
+            return {"status": "unavailable", "workers": 0, "restarts": 0, "error": self._unusable}
+        report: dict[str, Json] = {**self.hosts.health(), "workers": len(self.resident)}
+        if live := self.hosts.live():
+            report["node"] = live[0].ready.version
         return report
 
     @property
+    def restarts(self) -> int:
+        return self.hosts.restarts
+
+    @property
     def host_pid(self) -> int | None:
-        return self._host.pid if self._host else None
+        live = self.hosts.live()
+        return live[0].pid if live else None
 
     async def aclose(self) -> None:
-        self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        if self._host is not None:
-            await self._host.close()
-        self._state = "stopped"
+        await self.hosts.aclose()
 
     # -- runs -------------------------------------------------------------------------------------
 
-    async def _run_once(self, workspace: Workspace, function: str, params: Mapping[str, Json]) -> Message:
-        host = await self._running_host()
-        entry = self._ensure_loaded(host, workspace)
-        entry.in_flight += 1
-        try:
-            return await host.request(
-                {
-                    "type": "run",
-                    "workspace": workspace.id,
-                    "revision": workspace.revision,
-                    "fn": function,
-                    "params": params,
-                    "timeoutMs": self.timeout_ms,
-                },
-                timeout_s=self.timeout_ms / 1000 + 5.0,  # the host times runs out; this catches a stuck host
-            )
-        finally:
-            entry.in_flight -= 1
-            entry.last_used = time.monotonic()
+    async def _host(self) -> HostProcess:
+        if self._unusable:
+            raise Unavailable(f"the nodejs runtime is unavailable: {self._unusable}")
+        return await self.hosts.host()
 
-    def _ensure_loaded(self, host: HostProcess, workspace: Workspace) -> Loaded:
-        entry = self._loaded.get(workspace.id)
-        if entry is None or entry.revision != workspace.revision:
-            host.send(
-                {
-                    "type": "load",
-                    "workspace": workspace.id,
-                    "revision": workspace.revision,
-                    "script": generate_script(workspace),
-                    "folder": str(self.packages_root / workspace.id) if self.packages_root else None,
-                }
-            )
-            entry = self._loaded[workspace.id] = Loaded(workspace.revision, time.monotonic())
-            self._evict_least_recently_used(keep=workspace.id)
-        self._loaded.move_to_end(workspace.id)
+    def _loaded(self, host: HostProcess, workspace: Workspace) -> Resident:
+        """The workspace's entry, its code sent to the host first if the host does not hold this revision."""
+        entry = self.resident.get(workspace.id, workspace.revision)
+        if entry is None:
+            folder = str(self.packages_root / workspace.id) if self.packages_root else None
+            host.send(Load(workspace.id, workspace.revision, generate_script(workspace), folder).wire())
+            entry = self.resident.admit(workspace.id, Resident(workspace.revision, time.monotonic()))
         return entry
 
-    # -- worker lifecycle -------------------------------------------------------------------------
+    def _overran(self, host: HostProcess) -> "OverranFn":
+        def overran(request_id: int) -> Result:
+            host.send(Abort(request_id).wire())  # the host ends the run's worker, and confirms
+            message = f"the function did not finish within {self.timeout_ms} ms (the run timeout)"
+            return timed_out(request_id, self.timeout_ms, message)
 
-    def _evict_least_recently_used(self, keep: str) -> None:
-        for workspace_id in least_recently_used(self._loaded, self.max_workers, keep):
-            self._evict_now(workspace_id)
+        return overran
 
-    def _evict_now(self, workspace_id: str) -> None:
-        self._loaded.pop(workspace_id, None)
-        if self._host is not None and self._host.alive:
-            self._host.send({"type": "evict", "workspace": workspace_id})
+    def _tell_evicted(self, workspace_id: str, _entry: Resident) -> None:
+        for host in self.hosts.live():
+            host.send(Evict(workspace_id).wire())
 
-    async def _evict_idle_forever(self) -> None:
-        await evict_idle_forever(self._loaded, self.idle_timeout_s, self._evict_now)
+    def _lost(self, _host: HostProcess) -> None:
+        self.resident.clear()  # a new host holds no code
 
     # -- the host process -------------------------------------------------------------------------
 
@@ -260,7 +216,7 @@ class NodeRuntime:
         plan = HostPlan("nodejs", self.node_binary, self.readable(), open_files=NODE_OPEN_FILES)
         return self.walls.launch(plan, argv, extra={"permission_model": model})
 
-    async def _launch(self) -> None:
+    async def _launch(self) -> HostProcess:
         launch = self._launch_plan()
         host = HostProcess(
             launch.argv,
@@ -270,60 +226,14 @@ class NodeRuntime:
             on_started=launch.started,
         )
         ready = await host.start()
-        major = int(str(ready.get("node", "v0")).lstrip("v").split(".")[0] or 0)
+        major = int(ready.version.lstrip("v").split(".")[0] or 0)
         if major < MIN_NODE_MAJOR:
             await host.close()
-            raise Unavailable(f"Node.js {ready.get('node')} is too old: the nodejs runtime needs >= 20")
-        self._host, self._state, self._error = host, "ok", ""
-        self._loaded.clear()  # a new host holds no scripts
-        self._up.set()
-        self._spawn(self._restart_when_dead(host))
+            raise Unavailable(f"Node.js {ready.version} is too old: the nodejs runtime needs >= 20")
+        return host
 
-    async def _restart_when_dead(self, host: HostProcess) -> None:
-        await host.wait_closed()
-        if self._closing:
-            return
-        self._up.clear()
-        self._state, self._error = "restarting", host.exit_reason
-        log.warning("nodejs host stopped (%s); restarting", host.exit_reason)
-        delay, ceiling = self.restart_backoff_s
-        while not self._closing:
-            await asyncio.sleep(delay)
-            try:
-                await self._launch()
-                self.restarts += 1
-                return
-            except Unavailable as exc:
-                self._error = exc.message
-                delay = min(delay * 2, ceiling)
 
-    async def _running_host(self) -> HostProcess:
-        host = self._host
-        if host is not None and host.alive:
-            return host
-        if self._state == "unavailable":
-            raise Unavailable(f"the nodejs runtime is unavailable: {self._error}")
-        if not self._up.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._up.wait(), 10.0)
-        if self._host is None or not self._host.alive:
-            raise Unavailable(f"the nodejs runtime is {self._state}: {self._error or 'not started'}")
-        return self._host
-
-    def _unavailable(self, reason: str) -> None:
-        self._state, self._error = "unavailable", reason
-        log.error("nodejs runtime unavailable: %s", reason)
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        # A background task's failure is logged here, not left for the event loop to find unretrieved.
-        self._tasks.discard(task)
-        if not task.cancelled() and (error := task.exception()) is not None and not self._closing:
-            log.error("%s runtime: a background task failed: %s", self.language.value, error)
+OverranFn = Callable[[int], Result]
 
 
 _versions: dict[str, tuple[int, int]] = {}  # binary -> version: asked once, as hosts start by the hundred

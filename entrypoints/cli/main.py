@@ -22,6 +22,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
 
+from adapters.python.interpreter import KernelPythonError, choose_kernel_python
 from adapters.python.packages import PackageInstallError, install_packages
 from entrypoints.cli.client import CommandError, Target, Unreachable, open_target
 from entrypoints.cli.deploy import DeployError, changes, read_folder
@@ -159,8 +160,14 @@ def server_container(embedded_python: bool) -> Container | int:
     settings: Settings = container.settings()
     configure_logging(settings.log_level, settings.log_format)
     python_here = embedded_python or not settings.python_api_url
-    if python_here and not install_python_packages(settings):
-        return 1
+    if python_here:
+        try:  # PYTHON_KERNEL_BINARY unusable: one line, not a traceback when the runtime is built
+            choose_kernel_python(settings.python_kernel_binary)
+        except KernelPythonError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if not install_python_packages(settings):
+            return 1
     return container
 
 
@@ -170,8 +177,9 @@ def install_python_packages(settings: Settings) -> bool:
     if not settings.python_packages_auto_install:
         return True
     requirements = settings.python_packages_auto_install
+    kernel_python = choose_kernel_python(settings.python_kernel_binary).binary  # its wheels, its version
     try:
-        asyncio.run(install_packages(sys.executable, settings.python_packages_dir, requirements))
+        asyncio.run(install_packages(kernel_python, settings.python_packages_dir, requirements))
     except PackageInstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return False

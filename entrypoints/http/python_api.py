@@ -1,4 +1,4 @@
-"""The python-api: any Runtime served over HTTP (wire protocol v1 of adapters/remote/runtime.py).
+"""The python-api: any Runtime served over HTTP (wire protocol v1, adapters/remote/wire.py).
 
 `functions python-api` serves the embedded PythonRuntime with it, so that Python can run on machines of
 its own; the main service reaches it through RemotePythonRuntime when PYTHON_API_URL is set.
@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from adapters.hosts.walls import Walls
-from adapters.remote.runtime import PROTOCOL, REVISION_UNKNOWN, outcome_to_wire
+from adapters.remote.wire import PROTOCOL, REVISION_UNKNOWN, outcome_to_wire
 from domain.body import workspace_from_body
 from domain.errors import DomainError, InvalidRequest
 from domain.model import Json, Outcome, Status, Workspace, check_function_name, check_workspace_id
@@ -30,7 +30,7 @@ RESIDENT_WORKSPACES = 1000
 MAX_REVISION = 128
 
 
-class Resident:
+class RecentWorkspaces:
     """The workspaces the remote holds, by id, each at the revision it was last sent; least recently
     used go first (a client whose workspace was dropped just sends it again)."""
 
@@ -86,7 +86,7 @@ async def run(request: Request) -> Response:
     body = await _request_object(request)
     workspace_id, revision = check_workspace_id(body.get("id", "")), _revision(body.get("revision"))
     function, params = check_function_name(body.get("function", "")), _params(body.get("params", {}))
-    resident: Resident = request.app.state.resident
+    resident: RecentWorkspaces = request.app.state.resident
     if "workspace" in body:
         sent = workspace_from_body(workspace_id, body["workspace"])
         workspace: Workspace | None = resident.put(evolve(sent, revision=revision))
@@ -150,7 +150,7 @@ def create_python_api(
     # lifespan protocol for the app (httpx's ASGITransport in tests).
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.resident = Resident(resident)  # a restarted python-api holds no workspace
+        app.state.resident = RecentWorkspaces(resident)  # a restarted python-api holds no workspace
         await runtime.start()
         try:
             yield

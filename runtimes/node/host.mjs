@@ -1,10 +1,12 @@
-// The Node host: one process, one worker_thread per workspace, one JSON object per line on stdin/stdout.
-//   service -> host: load {workspace, revision, script, folder} · run {id, workspace, revision, fn, params, timeoutMs}
-//                    compile {id, functions: [{name, source}]} · evict {workspace} · shutdown
+// The Node host: one process, one worker_thread per workspace, the host protocol of docs/hosts.md (one JSON
+// object per line on stdin/stdout):
+//   service -> host: load {workspace, revision, script, folder} · run {id, workspace, revision, fn, params}
+//                    abort {id} · compile {id, functions: [{name, source, body}]} · evict {workspace} · shutdown
 //   host -> service: ready {protocol, node} · result {id, status, ...} · compiled {id, errors}
 //                    protocol_error {detail}, then exit 2
-// The service owns the policy (which workspaces stay loaded, LRU, idle time); the host owns the mechanism
-// (workers, timeouts, memory limits). Configuration arrives as JSON in argv[2].
+// The service owns the policy (which workspaces stay loaded, LRU, idle time, every run's deadline); the
+// host owns the mechanism (workers, memory limits, ending a worker whose run the service aborts).
+// Configuration arrives as JSON in argv[2].
 import { Worker } from 'node:worker_threads';
 import readline from 'node:readline';
 import vm from 'node:vm';
@@ -28,8 +30,10 @@ const send = (message) => writeLine(JSON.stringify(message));
 console.log = console.info = console.debug = (...args) => process.stderr.write(`${args.join(' ')}\n`);
 
 const slots = new Map(); // workspace id -> Slot
+const running = new Map(); // run id -> the WorkerHandle it was posted to, until it answers
 
 function fail(id, status, message, name) {
+  running.delete(id);
   send({ type: 'result', id, status, error: name ? { name, message } : { message }, logs: [] });
 }
 
@@ -77,11 +81,10 @@ class WorkerHandle {
     return this;
   }
 
-  post(id, fn, params, timeoutMs) {
+  post(id, fn, params) {
     const cold = !this.ranOnce; // the first run of a worker waits for its start-up
     this.ranOnce = true;
-    const timer = setTimeout(() => this.onTimeout(id, timeoutMs), timeoutMs);
-    this.pending.set(id, { timer, receivedAt: now(), cold });
+    this.pending.set(id, { receivedAt: now(), cold });
     this.worker.postMessage({ id, fn, params: JSON.stringify(params ?? {}) });
   }
 
@@ -96,18 +99,19 @@ class WorkerHandle {
       // A worker runs untrusted code: a line that could answer another run, or split in two, is refused.
       return this.abandon('failed', 'the workspace worker sent a malformed reply and was stopped', 'Error');
     }
-    clearTimeout(entry.timer);
     this.pending.delete(message.id);
+    running.delete(message.id);
     const coldMs = entry.cold ? (this.readyAt ?? now()) - this.spawnedAt : 0;
     const host = JSON.stringify({ receivedAt: entry.receivedAt, cold: entry.cold, coldMs });
     writeLine(`${message.line.slice(0, -1)},"host":${host}}`);
     if (this.retiring && this.pending.size === 0) this.stop();
   }
 
-  onTimeout(id, timeoutMs) {
-    if (!this.pending.has(id)) return;
+  // The service's deadline for run `id` passed: the worker goes (nothing else stops code in a loop).
+  // The run's own answer confirms it; the others on this worker are aborted.
+  abort(id) {
     this.pending.delete(id);
-    fail(id, 'timed_out', `the function did not finish within ${timeoutMs} ms (the run timeout)`);
+    fail(id, 'aborted', 'the run was stopped at its deadline');
     this.abandon('aborted', 'the workspace worker was stopped because another run on it timed out');
   }
 
@@ -129,10 +133,7 @@ class WorkerHandle {
 
   // Answer every run still in flight, then drop this worker; the workspace's next run starts a fresh one.
   abandon(status, message, name) {
-    for (const [id, entry] of this.pending) {
-      clearTimeout(entry.timer);
-      fail(id, status, message, name);
-    }
+    for (const id of this.pending.keys()) fail(id, status, message, name);
     this.pending.clear();
     this.stop();
   }
@@ -191,10 +192,17 @@ const handlers = {
     slots.get(workspace)?.handle?.retire();
     slots.set(workspace, new Slot(workspace, revision, script, folder ?? null));
   },
-  run({ id, workspace, revision, fn, params, timeoutMs }) {
+  run({ id, workspace, revision, fn, params }) {
     const slot = slots.get(workspace);
     if (!slot || slot.revision !== revision) return send({ type: 'result', id, status: 'not_loaded' });
-    slot.worker().post(id, fn, params, timeoutMs);
+    const handle = slot.worker();
+    running.set(id, handle);
+    handle.post(id, fn, params);
+  },
+  abort({ id }) {
+    const handle = running.get(id);
+    if (handle?.pending.has(id)) handle.abort(id);
+    else send({ type: 'result', id, status: 'aborted', logs: [] }); // it answered meanwhile: confirm anyway
   },
   compile({ id, functions }) {
     const errors = [];

@@ -1,33 +1,42 @@
-"""A Python kernel: NDJSON on stdin/stdout, one interpreter per resident workspace, one thread per run.
+"""A Python kernel: NDJSON on stdin/stdout, one interpreter per resident workspace, one thread per busy one.
 
-Started by the service as `python kernel.py '<json config>'`. In `pool` mode each workspace gets a
-subinterpreter (PEP 734: `concurrent.interpreters`, or `backports.interpreters` before 3.14); in
-`main` mode the kernel holds a single workspace in its own main interpreter (for packages such as
-numpy that cannot load in a subinterpreter). Imports only the standard library (and the backport).
-Runs of one workspace take turns (an interpreter runs one call at a time); runs of different
-workspaces go on in parallel threads. The kernel never stops a run: the service replaces the whole
-process when a run overstays its timeout, since a subinterpreter cannot be interrupted.
+Started by the service as `python -I kernel.py '<json config>'`. In `pool` mode each workspace gets a
+subinterpreter with a GIL of its own (PEP 684: CPython 3.12+; on an older Python the kernel refuses to
+start); in `main` mode the kernel holds a single workspace in its own main interpreter (for packages such
+as numpy that cannot load in a subinterpreter). Imports only the standard library. Runs of one workspace
+take turns (an interpreter runs one call at a time); runs of different workspaces go on in parallel
+threads. The kernel never stops a run: the service replaces the whole process when a run overstays its
+timeout, since a subinterpreter cannot be interrupted.
 """
 
 import collections
 import faulthandler
-import functools
-import importlib.machinery
-import importlib.util
 import json
 import os
 import queue
-import re
 import resource
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-interpreters: Any = None  # concurrent.interpreters or its backport, imported by main()
-SANDBOX = (Path(__file__).resolve().parent / "sandbox.py").read_text()
+# The kernel's own modules (hosting/) and the sandbox (sandbox/) sit next to this file; `-I` leaves this
+# folder off sys.path. They leave sys.path and sys.modules again before any user code runs (`forget_own`).
+FOLDER = str(Path(__file__).resolve().parent)
+sys.path.insert(0, FOLDER)
+from hosting.interpreters import (  # noqa: E402
+    InterpreterFailed,
+    MainInterpreter,
+    SubInterpreter,
+    pool_refusal,
+    sandbox_code,
+    subinterpreter_class,
+)
+from hosting.packages import compiled_code  # noqa: E402
+from hosting.workers import Workers  # noqa: E402
+from sandbox.checks import check  # noqa: E402
+
 PROTOCOL = 1
 _write_lock = threading.Lock()
 _out = os.fdopen(os.dup(1), "wb", buffering=0)
@@ -40,84 +49,13 @@ def send(message: dict[str, Any] | str) -> None:
         _out.write(line)
 
 
-def _enter(op: str, text: str) -> str:  # runs inside a subinterpreter, where ENTRY is the sandbox's
-    return ENTRY[op](text)  # type: ignore[name-defined,no-any-return]  # noqa: F821
-
-
-class SubInterpreter:
-    """A subinterpreter holding the sandbox; `call` enters it on the calling thread."""
-
-    def __init__(self, config: str) -> None:
-        self.interp = new_subinterpreter()
-        self.interp.exec(SANDBOX)
-        self.call("configure", config)
-
-    def call(self, op: str, text: str) -> str:
-        return once_alone(lambda: self.interp.call(_enter, op, text))  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        try:
-            self.call("release", "")
-            once_alone(self.interp.close)
-        except Exception as exc:
-            # Kept, not left to the garbage collector: destroying it later, with a thread still in it,
-            # would abort the whole kernel.
-            _kept.append(self.interp)
-            why = f"{type(exc).__name__}: {exc}"
-            print(
-                f"an interpreter could not be closed ({why}): its memory stays with this kernel",
-                file=sys.stderr,
-            )
-
-
-def once_alone(action: Callable[[], Any]) -> Any:
-    """Do `action` on an interpreter, waiting out a 3.11 GIL nudger that is still leaving.
-
-    The nudger signals its end a moment before its thread state is unlinked; until then the
-    interpreter refuses calls and closing ("more than one thread").
-    """
-    for attempt in range(400):  # 40 ms of short waits, then up to 2 s more on a loaded machine
-        try:
-            return action()
-        except Exception as exc:  # the backport wraps the RuntimeError in InterpreterNotFoundError
-            if not another_thread_inside(exc):
-                raise
-            time.sleep(0.0002 if attempt < 200 else 0.01)
-    return action()
-
-
-def another_thread_inside(exc: BaseException | None) -> bool:
-    """Whether an interpreter refused for having a second thread (the backport may wrap that error)."""
-    while exc is not None:
-        if isinstance(exc, RuntimeError) and "more than one thread" in str(exc):
-            return True
-        exc = exc.__cause__
-    return False
-
-
-def new_subinterpreter() -> Any:
-    if sys.version_info >= (3, 12):
-        return interpreters.create()
-    # 3.11 refuses threads in an isolated subinterpreter, and the sandbox needs one to share the GIL
-    # fairly (see GilNudger in sandbox.py). A "legacy" interpreter allows them; fork and exec stay
-    # out of reach: user code cannot import os or subprocess unless an operator allows it.
-    legacy = interpreters._interpreters.create("legacy", reqrefs=True)
-    return interpreters.Interpreter(legacy, _ownsref=True)
-
-
-class MainInterpreter:
-    """The kernel's own interpreter, for a dedicated kernel: the sandbox as a module of its own."""
-
-    def __init__(self, config: str) -> None:
-        self.namespace: dict[str, Any] = {"__name__": "sandbox"}
-        exec(compile(SANDBOX, "sandbox.py", "exec"), self.namespace)
-        self.call("configure", config)
-
-    def call(self, op: str, text: str) -> str:
-        return self.namespace["ENTRY"][op](text)  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        pass
+def forget_own() -> None:
+    """Take the kernel's and the sandbox's modules out of reach of imports by name (they stay loaded)."""
+    while FOLDER in sys.path:
+        sys.path.remove(FOLDER)
+    for name in list(sys.modules):
+        if name.partition(".")[0] in ("hosting", "sandbox"):
+            del sys.modules[name]
 
 
 class Slot:
@@ -129,11 +67,10 @@ class Slot:
         self.lock = threading.Lock()  # an interpreter runs one call at a time
         # Runs wait here, not in threads of their own: under load, a thread per waiting run would
         # spend the kernel's address-space limit on stacks. One thread drains the queue at a time.
-        self.pending: collections.deque[tuple[dict[str, Any], float]] = collections.deque()
+        self.pending: collections.deque[tuple[dict[str, Any], str, float]] = collections.deque()
         self.draining = False
         self.queue_lock = threading.Lock()
         self.retired = False
-        self.ran_out_of_memory = False
 
     def boot(self, kernel: "Kernel") -> None:
         interpreter = kernel.new_interpreter()
@@ -148,26 +85,33 @@ class Slot:
         with self.lock:  # after the run in progress, if any (a run is timed by the service)
             if self.interpreter is None:
                 return
-            if self.ran_out_of_memory:
-                # 3.11 sometimes aborts the whole kernel ("Py_EndInterpreter: thread still has a frame")
-                # when it closes an interpreter that hit MemoryError: keep it (its user memory is freed).
-                _kept.append(self.interpreter)
-            else:
-                # Closing runs what user code left behind (a generator's `finally` kept in `cache`), which
-                # no run timeout covers. Past the deadline the kernel exits (a C-level timer: a 3.11 loop
-                # there can starve Python threads) and the service replaces it, as after a run's timeout.
-                faulthandler.dump_traceback_later(deadline_s, exit=True)
-                try:
-                    self.interpreter.close()
-                finally:
-                    faulthandler.cancel_dump_traceback_later()
-            self.interpreter = None
+            interpreter, self.interpreter = self.interpreter, None
+        close_interpreter(interpreter, deadline_s)
+
+
+def close_interpreter(interpreter: SubInterpreter | MainInterpreter, deadline_s: float) -> None:
+    """Closing runs what user code left behind (a generator's `finally` kept in `cache`), which no run
+    timeout covers. Past the deadline the kernel exits (a C-level timer, which no Python code can hold
+    off) and the service replaces it, as after a run's timeout."""
+    faulthandler.dump_traceback_later(deadline_s, exit=True)
+    try:
+        interpreter.close()
+    except Exception as exc:
+        # Kept referenced: dropping the id of an interpreter that is still there would close it again,
+        # from whichever thread the garbage collector runs on.
+        _unclosed.append(interpreter)
+        why = f"{type(exc).__name__}: {exc}"
+        print(
+            f"an interpreter could not be closed ({why}): its memory stays with this kernel", file=sys.stderr
+        )
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 # Retired interpreters close one at a time on one thread: a burst of saves must not start a thread
 # (and a stack, against the address-space limit) per interpreter.
 _retired: "queue.SimpleQueue[Slot]" = queue.SimpleQueue()
-_kept: list[Any] = []
+_unclosed: list[Any] = []
 
 
 def close_retired_forever(deadline_s: float) -> None:
@@ -178,23 +122,26 @@ def close_retired_forever(deadline_s: float) -> None:
 class Kernel:
     """The resident workspaces of this process, and one booted spare interpreter."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], entry: dict[str, Any] | None) -> None:
         self.mode = config["mode"]
-        shared_gil = self.mode == "pool" and sys.version_info < (3, 12)
-        self.sandbox_config = json.dumps({**config["sandbox"], "nudgeGil": shared_gil})
+        sandbox = {**config["sandbox"], "subinterpreter": self.mode == "pool"}
+        self.sandbox_config = json.dumps(sandbox)
+        self.entry = entry  # main mode: the sandbox in this interpreter
+        self.close_deadline_s = float(config["closeTimeoutS"])
         self.slots: dict[str, Slot] = {}
+        self.workers = Workers()
         self.spare: SubInterpreter | None = None
         self.spare_lock = threading.Lock()
         self.create_lock = threading.Lock()
         self.refilling = False
-        self.checker: dict[str, Any] = {"__name__": "checker"}
-        exec(compile(SANDBOX, "sandbox.py", "exec"), self.checker)  # compile checks, no configure
         if self.mode == "pool":
-            self.refill()
+            self.subinterpreter = subinterpreter_class()
+            self.sandbox = sandbox_code()
+            self.spare = self.create()  # at start: a kernel that cannot boot one fails before `ready`
 
     def new_interpreter(self) -> SubInterpreter | MainInterpreter:
-        if self.mode == "main":
-            return MainInterpreter(self.sandbox_config)
+        if self.entry is not None:
+            return MainInterpreter(self.entry, self.sandbox_config)
         with self.spare_lock:
             spare, self.spare = self.spare, None
         self.refill()
@@ -204,7 +151,7 @@ class Kernel:
         # One at a time: under a burst of cold starts, dozens of half-built interpreters at once
         # would spend the kernel's memory limit; creating one mostly holds the GIL anyway.
         with self.create_lock:
-            return SubInterpreter(self.sandbox_config)
+            return self.subinterpreter(self.sandbox, self.sandbox_config)
 
     def refill(self) -> None:
         """Boot a spare in the background, unless one is there or on its way."""
@@ -223,7 +170,7 @@ class Kernel:
                 if self.spare is None:
                     self.spare = interpreter
                     return
-            interpreter.close()
+            close_interpreter(interpreter, self.close_deadline_s)
 
         try:
             threading.Thread(target=boot, daemon=True).start()
@@ -231,35 +178,33 @@ class Kernel:
             with self.spare_lock:
                 self.refilling = False
 
-    # -- messages ---------------------------------------------------------------------------------
+    # -- messages: each handler gets the message and its line as it came ---------------------------------
 
-    def on_load(self, message: dict[str, Any]) -> None:
+    def on_load(self, message: dict[str, Any], line: bytes) -> None:
         old = self.slots.get(message["workspace"])
         if old is not None:
             old.retire()
-        self.slots[message["workspace"]] = Slot(
-            message["workspace"], message["revision"], json.dumps(message)
-        )
+        self.slots[message["workspace"]] = Slot(message["workspace"], message["revision"], line.decode())
 
-    def on_run(self, message: dict[str, Any]) -> None:
+    def on_run(self, message: dict[str, Any], line: bytes) -> None:
         received = time.monotonic() * 1000
         slot = self.slots.get(message["workspace"])
         if slot is None or slot.revision != message["revision"]:
             send({"type": "result", "id": message["id"], "status": "not_loaded"})
             return
         with slot.queue_lock:
-            slot.pending.append((message, received))
+            slot.pending.append((message, line.decode(), received))
             if slot.draining:
                 return
             slot.draining = True
         try:
-            threading.Thread(target=self.drain, args=(slot,), daemon=True).start()
+            self.workers.submit(self.drain, slot)
         except RuntimeError:  # no thread to be had (memory): those runs fail, the kernel goes on
             with slot.queue_lock:
                 waiting, slot.draining = list(slot.pending), False
                 slot.pending.clear()
-            for waiting_message, _ in waiting:
-                error = {"name": "MemoryError", "message": "the kernel could not start a thread for the run"}
+            error = {"name": "MemoryError", "message": "the kernel could not start a thread for the run"}
+            for waiting_message, _, _ in waiting:
                 send(
                     {
                         "type": "result",
@@ -275,10 +220,10 @@ class Kernel:
                 if not slot.pending:
                     slot.draining = False
                     return
-                message, received = slot.pending.popleft()
-            self.run(slot, message, received)
+                message, text, received = slot.pending.popleft()
+            self.run(slot, message, text, received)
 
-    def run(self, slot: Slot, message: dict[str, Any], received: float) -> None:
+    def run(self, slot: Slot, message: dict[str, Any], text: str, received: float) -> None:
         if slot.retired:  # a newer version was loaded, or the workspace evicted, while this run waited
             send({"type": "result", "id": message["id"], "status": "not_loaded"})
             return
@@ -289,29 +234,23 @@ class Kernel:
                     slot.boot(self)
                 started = time.monotonic() * 1000
                 assert slot.interpreter is not None
-                text = slot.interpreter.call(
-                    "run", json.dumps({"fn": message["fn"], "params": message["params"]})
-                )
-            except MemoryError:
-                text, started = json.dumps({"status": "resource_limit", "error": memory_error()}), received
+                reply = slot.interpreter.call("run", text)
             except Exception as exc:  # the interpreter could not start or load: a failed run
-                text, started = json.dumps({"status": "failed", "error": kernel_error(exc)}), received
-            if '"MemoryError"' in text[:300]:
-                slot.ran_out_of_memory = True
+                reply, started = json.dumps(failure(exc)), received
         host = {"receivedAt": received, "cold": cold, "coldMs": started - received if cold else 0.0}
         send(
-            f'{{"type":"result","id":{message["id"]},"startedAt":{started},"host":{json.dumps(host)},{text[1:]}'
+            f'{{"type":"result","id":{message["id"]},"startedAt":{started},"host":{json.dumps(host)},{reply[1:]}'
         )
 
-    def on_evict(self, message: dict[str, Any]) -> None:
+    def on_evict(self, message: dict[str, Any], line: bytes) -> None:
         slot = self.slots.pop(message["workspace"], None)
         if slot is not None:
             slot.retire()
 
-    def on_compile(self, message: dict[str, Any]) -> None:
-        send({"type": "compiled", "id": message["id"], **self.checker["check"](message)})
+    def on_compile(self, message: dict[str, Any], line: bytes) -> None:
+        send({"type": "compiled", "id": message["id"], **check(message)})
 
-    def on_inspect(self, message: dict[str, Any]) -> None:
+    def on_inspect(self, message: dict[str, Any], line: bytes) -> None:
         compiled: dict[str, str | None] = {}
         for module in message["modules"]:
             try:
@@ -320,102 +259,25 @@ class Kernel:
                 compiled[module] = module
         send({"type": "inspected", "id": message["id"], "compiled": compiled})
 
-    def on_shutdown(self, message: dict[str, Any]) -> None:
+    def on_shutdown(self, message: dict[str, Any], line: bytes) -> None:
         os._exit(0)  # threads stuck in user code would keep an orderly exit waiting
+
+
+def failure(exc: BaseException) -> dict[str, Any]:
+    """A run that failed before user code could answer: out of memory, or an interpreter that would not
+    start or load (by the name of the error raised in it)."""
+    name = exc.name if isinstance(exc, InterpreterFailed) else type(exc).__name__
+    if name == "MemoryError":
+        return {"status": "resource_limit", "error": memory_error()}
+    message = str(exc).strip()
+    return {
+        "status": "failed",
+        "error": {"name": name, "message": message.splitlines()[-1] if message else ""},
+    }
 
 
 def memory_error() -> dict[str, str]:
     return {"name": "MemoryError", "message": "the run went over the kernel's memory limit"}
-
-
-def kernel_error(exc: BaseException) -> dict[str, str]:
-    return {
-        "name": type(exc).__name__,
-        "message": str(exc).strip().splitlines()[-1] if str(exc).strip() else "",
-    }
-
-
-EXTENSION_SUFFIXES = (*importlib.machinery.EXTENSION_SUFFIXES, ".so", ".pyd")
-REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
-def compiled_code(module: str) -> str | None:
-    """The installed distribution that ships compiled extension modules among those `module` needs: its
-    own distribution and, through their Requires-Dist, every one they require (python-docx: lxml), or
-    None. Compiled extensions may not load in a subinterpreter, or only in one per process."""
-    if module in sys.stdlib_module_names:
-        return None
-    todo = list(distributions_of(module))
-    if not todo:  # no metadata (a folder put on the path by hand): look at its files
-        return module if native_folder(module) else None
-    seen: set[str] = set()
-    while todo:
-        facts = distribution_facts(todo.pop(0))
-        if facts is None or facts.name in seen:
-            continue
-        seen.add(facts.name)
-        if facts.compiled:
-            return facts.name
-        todo.extend(facts.requires)
-    return None
-
-
-@functools.cache
-def distributions_of(module: str) -> tuple[str, ...]:
-    return tuple(packages_distributions().get(module, ()))
-
-
-@functools.cache
-def packages_distributions() -> Mapping[str, list[str]]:
-    import importlib.metadata  # on demand: only a kernel asked about packages pays for it
-
-    return importlib.metadata.packages_distributions()
-
-
-class Facts(NamedTuple):
-    name: str
-    compiled: bool
-    requires: tuple[str, ...]
-
-
-@functools.cache
-def distribution_facts(name: str) -> Facts | None:
-    """Whether an installed distribution ships compiled extensions, and what it requires (cached)."""
-    import importlib.metadata
-
-    try:
-        distribution = importlib.metadata.distribution(name)
-    except (importlib.metadata.PackageNotFoundError, ValueError):
-        return None  # an optional dependency that is not installed
-    files = distribution.files
-    if files is None:  # no RECORD (some system packages): its top-level folders
-        tops = (distribution.read_text("top_level.txt") or "").split()
-        compiled = any(native_folder(top) for top in tops)
-    else:
-        compiled = any(str(path).endswith(EXTENSION_SUFFIXES) for path in files)
-    requires = []
-    for requirement in distribution.requires or ():
-        spec, _, marker = requirement.partition(";")
-        found = REQUIREMENT_NAME.match(spec)
-        if found and "extra" not in marker:  # extras are asked for by name, never implied
-            requires.append(found.group(1))
-    canonical = re.sub(r"[-_.]+", "-", distribution.metadata["Name"] or name).lower()
-    return Facts(canonical, compiled, tuple(requires))
-
-
-def native_folder(module: str) -> bool:
-    """Whether an importable module's files include compiled extensions."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return False
-    if spec is None or module in sys.stdlib_module_names:
-        return False
-    origins = [spec.origin or ""]
-    for folder in spec.submodule_search_locations or ():
-        for _root, _dirs, files in os.walk(folder):
-            origins.extend(files)
-    return any(name.endswith(EXTENSION_SUFFIXES) for name in origins)
 
 
 def limit_resources(address_space_mb: int) -> None:
@@ -427,17 +289,23 @@ def limit_resources(address_space_mb: int) -> None:
 
 
 def main() -> None:
-    global interpreters
     config = json.loads(sys.argv[1])
+    if config["mode"] == "pool" and (refusal := pool_refusal()) is not None:
+        print(f"python kernel: {refusal}", file=sys.stderr)
+        os._exit(2)
     for folder in reversed(config.get("path", [])):
         sys.path.insert(0, folder)
-    if config["mode"] == "pool":
-        name = "concurrent.interpreters" if sys.version_info >= (3, 14) else "backports.interpreters"
-        interpreters = importlib.import_module(name)
+    # The sandbox in this interpreter too, before any user code: a dedicated kernel runs it here. In pool
+    # mode, the extension modules it imports load here first: on 3.12 a subinterpreter that is the first
+    # to import `_datetime` (single-phase init) crashes the process.
+    from sandbox.entry import ENTRY
+
+    entry = ENTRY if config["mode"] == "main" else None
+    forget_own()
     threading.stack_size(2 * 1024 * 1024)  # address space counts against RLIMIT_AS: not 8 MiB a thread
     limit_resources(config["addressSpaceMb"])
-    kernel = Kernel(config)
-    threading.Thread(target=close_retired_forever, args=(config["closeTimeoutS"],), daemon=True).start()
+    kernel = Kernel(config, entry)
+    threading.Thread(target=close_retired_forever, args=(kernel.close_deadline_s,), daemon=True).start()
     handlers = {
         "load": kernel.on_load,
         "run": kernel.on_run,
@@ -455,7 +323,7 @@ def main() -> None:
             send({"type": "protocol_error", "detail": f"{type(exc).__name__}: {exc}"})
             os._exit(2)
         try:
-            handler(message)
+            handler(message, line)
         except Exception as exc:  # e.g. out of memory: that request fails, the kernel goes on
             if "id" in message:
                 why = f"the python kernel could not {message['type']}: {type(exc).__name__}: {exc}"

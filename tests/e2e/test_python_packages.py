@@ -8,6 +8,7 @@ that meets an extension refusing its subinterpreter moves there and runs again.
 """
 
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from application.workspaces import Workspaces
 from domain.body import workspace_from_body
 from domain.model import Language, Status
 from entrypoints.settings import PYTHON_PACKAGES
+from tests.e2e.kernel_packages import installed_for, newest_subinterpreter_python
 from tests.e2e.serving import serving
 from tests.python.kernels import python_runtime
 
@@ -81,6 +83,10 @@ JSONSCHEMA = (
 # Packages with compiled extension modules, their own or a dependency's (python-docx and python-pptx:
 # lxml; requests: charset-normalizer; dateparser: regex).
 COMPILED = {"numpy", "pandas", "dateparser", "requests", "docx", "pptx"}
+# The kernel tests below need subinterpreters (3.12+), with packages that Python's own pip installed.
+KERNEL_REQUIREMENTS = ["python-docx", "python-pptx", "requests", "tabulate", "urllib3"]
+# The service venv's packages (the [test] extras), seen only by kernels on the service's own Python.
+OWN_PYTHON = {"PYTHON_KERNEL_BINARY": sys.executable}
 
 
 def test_every_default_package_has_a_use() -> None:
@@ -109,7 +115,7 @@ class Service:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with serving(tmp_path_factory.mktemp("packages"), KERNEL_POOL_SIZE="2") as url:
+    with serving(tmp_path_factory.mktemp("packages"), KERNEL_POOL_SIZE="2", **OWN_PYTHON) as url:
         client = Service(url)
         yield client
         client.http.close()
@@ -182,7 +188,9 @@ def test_user_code_gets_no_ctypes_from_pandas_or_numpy(service: Service) -> None
 def extended(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     whitelist = ",".join((*PYTHON_PACKAGES, "jsonschema"))
     storage = tmp_path_factory.mktemp("jsonschema")
-    with serving(storage, KERNEL_POOL_SIZE="1", PYTHON_PACKAGES_WHITELIST_IMPORT=whitelist) as url:
+    with serving(
+        storage, KERNEL_POOL_SIZE="1", PYTHON_PACKAGES_WHITELIST_IMPORT=whitelist, **OWN_PYTHON
+    ) as url:
         client = Service(url)
         yield client
         client.http.close()
@@ -203,8 +211,9 @@ def test_jsonschema_validates_with_the_whitelist_extended(extended: Service) -> 
 
 
 @pytest.fixture
-async def python() -> AsyncIterator[PythonRuntime]:
-    runtime = python_runtime(timeout_ms=20000, pool_size=1)
+async def python(pytestconfig: pytest.Config) -> AsyncIterator[PythonRuntime]:
+    packages = await installed_for(pytestconfig, newest_subinterpreter_python(), KERNEL_REQUIREMENTS)
+    runtime = python_runtime(timeout_ms=20000, pool_size=1, packages_dir=packages)
     await runtime.start()
     try:
         yield runtime

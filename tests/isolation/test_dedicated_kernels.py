@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from adapters.hosts.process import HostProcess
 from adapters.python.runtime import PythonRuntime
 from domain.model import Function, Language, Status, Workspace
 from tests.isolation.test_dedicated_runtime import gone, wait_gone
@@ -44,13 +45,13 @@ async def test_each_workspace_gets_a_kernel_of_its_own_outside_the_pool(runtime:
 
 async def test_concurrent_first_runs_of_a_workspace_launch_one_kernel(runtime: PythonRuntime) -> None:
     launched: list[bool] = []
-    launch = runtime._launch
+    launch = runtime.launcher.launch
 
-    async def counting_launch(dedicated: bool = False) -> object:
+    async def counting_launch(dedicated: bool) -> HostProcess:
         launched.append(dedicated)
         return await launch(dedicated)
 
-    runtime._launch = counting_launch  # type: ignore[method-assign,assignment]
+    runtime.launcher.launch = counting_launch  # type: ignore[method-assign]
     outcomes = await asyncio.gather(*(runtime.run(workspace("a"), "f", {"n": n}) for n in range(4)))
     assert [outcome.result for outcome in outcomes] == [{"n": n} for n in range(4)]
     assert launched == [True]

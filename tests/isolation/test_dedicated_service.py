@@ -65,4 +65,4 @@ def test_python_workspaces_run_in_kernels_of_their_own(client: httpx.Client) -> 
         assert run(client, workspace, "add", a=1, b=2)["result"] == 3
     python = runtimes(client)["python"]
     assert python["status"] == "ok"
-    assert python["kernels"] == 3  # the pool's one kernel (it only compiles) and one per workspace
+    assert python["kernel_processes"] == 3  # the pool's one kernel (it only compiles) and one per workspace

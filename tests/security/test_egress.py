@@ -8,6 +8,7 @@ route. Each refused attempt must fail at once inside the function, with EACCES a
 policy, and no listener anywhere may see a connection or a datagram; each allowed one must arrive.
 """
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from errno import EACCES, EOPNOTSUPP
@@ -50,6 +51,8 @@ ENVIRONMENT = {
     "PYTHON_FUNCTIONS_RUN_TIMEOUT": "5000",
     "KERNEL_POOL_SIZE": "2",
     "LOG_LEVEL": "error",
+    # `requests` and `urllib3` come from the service's own environment, which only its own Python sees
+    "PYTHON_KERNEL_BINARY": sys.executable,
 }
 VICTIM = "return 'victim-original'"
 REWRITE = {"functions": {"hello": {"code": "return 'pwned'", "language": "nodejs"}}}

@@ -174,12 +174,12 @@ AT_RUN = {
     ),
     "ForwardRef evaluate": (
         "import typing\nref = typing.get_args(typing.List[\"__import__('os').getpid()\"])[0]\n"
-        "return ref._evaluate({}, {}, frozenset())",
+        "return ref._evaluate({}, {}, recursive_guard=frozenset())",
         "ImportError",
         "'os'",
     ),
     "ForwardRef evaluate without globals": (
-        "import typing\nreturn typing.ForwardRef('sys')._evaluate(None, None, frozenset())",
+        "import typing\nreturn typing.ForwardRef('sys')._evaluate(None, None, recursive_guard=frozenset())",
         "NameError",
         "globals of functions",
     ),

@@ -9,7 +9,8 @@ import pytest
 from attrs import define, field
 
 from adapters.python.runtime import PythonRuntime
-from adapters.remote.runtime import RemotePythonRuntime, outcome_from_wire, outcome_to_wire
+from adapters.remote.runtime import RemotePythonRuntime
+from adapters.remote.wire import outcome_from_wire, outcome_to_wire
 from domain.errors import CompileError, InvalidRequest, NotFound, Unavailable
 from domain.model import Function, Json, Language, LogEntry, Outcome, Status, Workspace
 from entrypoints.cli.main import main

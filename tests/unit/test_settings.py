@@ -197,3 +197,10 @@ def test_an_invalid_value_stops_start_up_naming_the_variable_value_and_expectati
 def test_settings_read_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "4321")
     assert load_settings().port == 4321
+
+
+def test_the_walls_mode_is_read_under_its_former_name_too() -> None:
+    assert load_settings({"FUNCTIONS_WALLS": "strict"}, tty=False).walls == "strict"
+    assert load_settings({"FUNCTIONS_SANDBOX": "strict"}, tty=False).walls == "strict"
+    both = {"FUNCTIONS_WALLS": "standard", "FUNCTIONS_SANDBOX": "strict"}
+    assert load_settings(both, tty=False).walls == "standard"  # the current name wins

@@ -1,5 +1,5 @@
 """The real hosts behind their walls: the Node host under the permission model, the Python kernels, the
-health report, and FUNCTIONS_SANDBOX's two modes at service start."""
+health report, and FUNCTIONS_WALLS's two modes at service start."""
 
 import asyncio
 import os
@@ -149,7 +149,7 @@ async def test_the_healthcheck_lists_each_host_s_walls(open_folder: Path) -> Non
     async with open_service(_environ(open_folder, FUNCTIONS_API_KEY="secret-key")) as service:
         health: dict[str, Any] = service.health()
     walls = health["walls"]
-    assert walls["sandbox"] == "standard"
+    assert walls["mode"] == "standard"
     assert set(walls["hosts"]) == {"nodejs", "python"}
     for host in walls["hosts"].values():
         assert {"environment", "landlock", "seccomp", "no_new_privs", "limits", "user"} <= set(host)
@@ -159,7 +159,7 @@ async def test_the_healthcheck_lists_each_host_s_walls(open_folder: Path) -> Non
 
 @pytest.mark.node
 async def test_strict_refuses_to_start_when_a_wall_is_missing(open_folder: Path) -> None:
-    container = build_container(_environ(open_folder, FUNCTIONS_SANDBOX="strict"))
+    container = build_container(_environ(open_folder, FUNCTIONS_WALLS="strict"))
     offered = {**probe(), "seccomp": Wall(False, "simulated: no libseccomp")}
     container.walls.override(providers.Object(Walls(STRICT, offered=offered)))
     with pytest.raises(Exception) as raised:  # the task group of the start wraps it

@@ -126,7 +126,7 @@ def test_standard_starts_without_the_missing_wall_and_says_so(open_folder: Path)
     hosts = walls.report()["hosts"]
     assert isinstance(hosts, dict)
     assert hosts["probe"]["seccomp"] == {"on": False, "reason": "simulated: no libseccomp"}
-    assert walls.report()["sandbox"] == "standard"
+    assert walls.report()["mode"] == "standard"
 
 
 def test_a_planned_wall_that_cannot_be_raised_stops_the_launch(open_folder: Path) -> None:
