@@ -6,6 +6,7 @@ memory limits).
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
@@ -162,7 +163,8 @@ class NodeRuntime:
 
     def _overran(self, host: HostProcess) -> "OverranFn":
         def overran(request_id: int) -> Result:
-            host.send(Abort(request_id).wire())  # the host ends the run's worker, and confirms
+            with contextlib.suppress(Unavailable):  # a host already on its way out ends the worker anyway
+                host.send(Abort(request_id).wire())  # the host ends the run's worker, and confirms
             message = f"the function did not finish within {self.timeout_ms} ms (the run timeout)"
             return timed_out(request_id, self.timeout_ms, message)
 

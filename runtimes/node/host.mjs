@@ -146,7 +146,7 @@ class WorkerHandle {
     this.worker.terminate();
   }
 
-  // Runs in flight finish first (their timeouts still apply); nothing new is sent here.
+  // Runs in flight finish first (the service's deadlines still apply); nothing new is sent here.
   retire() {
     this.retiring = true;
     if (this.slot.handle === this) this.slot.handle = null;

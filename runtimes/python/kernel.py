@@ -149,7 +149,7 @@ class Kernel:
 
     def create(self) -> SubInterpreter:
         # One at a time: under a burst of cold starts, dozens of half-built interpreters at once
-        # would spend the kernel's memory limit; creating one mostly holds the GIL anyway.
+        # would spend the kernel's memory limit.
         with self.create_lock:
             return self.subinterpreter(self.sandbox, self.sandbox_config)
 

@@ -355,7 +355,7 @@ async def test_a_busy_workspace_does_not_stall_another_on_the_same_kernel(kernel
 
 
 async def test_a_kernel_that_built_many_interpreters_is_recycled_without_failing_a_run() -> None:
-    # 3.11 keeps a little memory of every interpreter it closes: after `recycle_after_loads` loads, a
+    # CPython keeps some memory of every interpreter it closes: after `recycle_after_loads` loads, a
     # kernel takes no new workspaces, and once its last one has moved on, the spare replaces it.
     runtime = python_runtime(recycle_after_loads=3)
     if not runtime.interpreter.subinterpreters:

@@ -68,7 +68,7 @@ OTHER_PYTHONS = _other_pythons_or_none()  # version -> binary, or None (its kit 
 
 
 def kernel_pythons() -> list[Any]:
-    """The service's own Python, and any 3.12/3.13 found (3.11 shares one GIL between interpreters)."""
+    """The service's own Python (on 3.11: a kernel process per workspace), and any 3.12/3.13 found."""
     params = [pytest.param(sys.executable, id=f"{sys.version_info[0]}.{sys.version_info[1]}")]
     for version, binary in OTHER_PYTHONS.items():
         marks = [] if binary else [pytest.mark.skip(reason=f"no working python{version} here")]

@@ -171,7 +171,8 @@ def test_exit_hooks_are_refused_and_a_finalizer_loop_ends_with_its_kernel(tenant
 def test_a_loop_left_in_cache_for_the_interpreters_close_is_contained(tenant: Tenant) -> None:
     """A suspended generator in `cache` runs its `finally` when a save closes its interpreter: the kernel
     is replaced at the close deadline (the run timeout), after which every workspace answers again.
-    Until then the loop runs with the GIL nudged, as a run does, and warm runs elsewhere go on."""
+    Until then the loop runs contained, as a run does, under its own interpreter's GIL (with only 3.11,
+    in a kernel of its own), and warm runs elsewhere go on."""
     tenant.survived("python")  # the bystander is warm before the attack
     armed = (
         "def armed():\n    try:\n        yield 1\n    finally:\n        while True:\n            pass\n"
