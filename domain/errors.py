@@ -35,3 +35,8 @@ class NotFound(DomainError):
 
 class Unavailable(DomainError):
     """A runtime or the storage cannot serve right now."""
+
+
+class StaleCode(Unavailable):
+    """A run brought code older than the version its runtime holds now (a save landed meanwhile): the
+    use case runs it again with the stored version."""

@@ -130,15 +130,15 @@ class HostPool:
             await asyncio.sleep(0.01)
             waited += 0.01
 
-    def retire(self, host: HostProcess) -> bool:
-        """Replace a worn host by the booted spare and close it; False (kept for now) without a spare."""
+    def swap_out(self, host: HostProcess) -> bool:
+        """Put the booted spare in a worn host's place now, so nothing new is sent to it; the caller closes
+        it once its work is done. False (it stays) without a spare ready."""
         spare = self.spare
         if self.tasks.closing or spare is None or not spare.alive or host not in self.hosts:
             return False
-        self.hosts[self.hosts.index(host)], self.spare = spare, None  # before it is told to stop
+        self.hosts[self.hosts.index(host)], self.spare = spare, None
         self.restarts += 1
-        self.tasks.spawn(host.close())  # its end refills the spare
-        return True
+        return True  # its end refills the spare
 
     def health(self) -> dict[str, Json]:
         report: dict[str, Json] = {"status": self.state.value, "restarts": self.restarts}

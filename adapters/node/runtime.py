@@ -20,7 +20,7 @@ from adapters.hosts.protocol import Abort, Compile, Compiled, Evict, Load, NodeS
 from adapters.hosts.supervisor import HostPool, Residency, Resident
 from adapters.hosts.walls import HostPlan, Launch, Wall, Walls
 from adapters.node.script import compile_sources, generate_script
-from domain.errors import Unavailable
+from domain.errors import StaleCode, Unavailable
 from domain.model import Json, Language, Outcome, Workspace
 
 HOST_SCRIPT = Path(__file__).resolve().parents[2] / "runtimes" / "node" / "host.mjs"
@@ -119,6 +119,8 @@ class NodeRuntime:
                 raise Unavailable((reply.error or {}).get("message", "the run was aborted"))
             if reply.status is not RunStatus.NOT_LOADED:
                 return reply.outcome()
+            if (held := self.resident.get(workspace.id)) is not None and held.revision != workspace.revision:
+                raise StaleCode(f"workspace {workspace.id!r} changed while this run waited")
             self.resident.forget(workspace.id)
         raise Unavailable(f"the nodejs host could not load workspace {workspace.id!r}")
 

@@ -41,7 +41,8 @@ class KernelProcess:
     dedicated: bool = False
     resident: set[str] = field(factory=set)
     loads: int = 0  # interpreters it has built (each one closed keeps a little memory)
-    draining: bool = False  # takes no new workspaces; retired once the last one leaves
+    draining: bool = False  # out of the pool: takes no new workspaces; its workspaces move off
+    closing: bool = False  # drained and told to stop
     in_flight: int = 0
 
     @property
@@ -50,9 +51,16 @@ class KernelProcess:
 
     def resident_mb(self) -> float | None:
         """Memory the process uses (RSS), where /proc tells."""
+        return self._statm_mb(1)
+
+    def address_space_mb(self) -> float | None:
+        """Address space the process holds (what RLIMIT_AS counts), where /proc tells."""
+        return self._statm_mb(0)
+
+    def _statm_mb(self, field: int) -> float | None:
         try:
             with open(f"/proc/{self.host.pid}/statm", "rb") as statm:
-                pages = int(statm.read().split()[1])
+                pages = int(statm.read().split()[field])
         except (OSError, ValueError, IndexError):
             return None
         return pages * PAGE_SIZE / 2**20

@@ -35,7 +35,7 @@ from adapters.python.interpreter import KernelPython, choose_kernel_python
 from adapters.python.kernels import KernelLauncher, KernelProcess
 from adapters.python.packages import install_packages, installed_modules
 from adapters.python.script import function_specs, generate_main, imported_modules
-from domain.errors import Unavailable
+from domain.errors import StaleCode, Unavailable
 from domain.model import Json, Language, Outcome, Workspace
 
 # A kernel using more than this share of its limit takes no new workspaces and is replaced once they
@@ -111,6 +111,9 @@ class PythonRuntime:
             on_lost=self._lost,
         )
         self._records: dict[HostProcess, KernelProcess] = {}
+        # workspace id -> the pool kernel it was last loaded in, which keeps an evicted workspace's
+        # interpreter a few seconds for its next version (a save evicts, then the next run loads)
+        self._last_kernel: dict[str, KernelProcess] = {}
         self.resident: Residency[LoadedWorkspace] = Residency(
             max_workspaces, idle_timeout_s, self._tell_evicted
         )
@@ -172,7 +175,7 @@ class PythonRuntime:
                 self._main_only.add(workspace.id)
                 await self.evict(workspace.id)
             elif reply.status is RunStatus.NOT_LOADED:
-                self._forget(workspace.id)
+                self._stale_or_forget(workspace)
             elif reply.status is RunStatus.ABORTED:
                 raise Unavailable((reply.error or {}).get("message", "the run was aborted"))
             else:
@@ -225,6 +228,8 @@ class PythonRuntime:
             return reply
         finally:
             kernel.in_flight -= 1
+            if kernel.draining and entry.in_flight == 0 and self.resident.get(workspace.id) is entry:
+                self.resident.evict(workspace.id)  # its last run here: the next one goes to another kernel
             self._retire_if_drained(kernel)
 
     def _overran(self, kernel: KernelProcess) -> Callable[[int], Result]:
@@ -238,7 +243,7 @@ class PythonRuntime:
 
     async def _ensure_loaded(self, workspace: Workspace) -> LoadedWorkspace:
         entry = self.resident.get(workspace.id, workspace.revision)
-        if entry is not None and entry.on.alive:
+        if entry is not None and entry.on.alive and not entry.on.draining:
             return entry
         # Two first runs at once must not both launch a kernel of its own for the workspace: one loads it.
         lock = self._loading.setdefault(workspace.id, asyncio.Lock())
@@ -247,15 +252,19 @@ class PythonRuntime:
 
     async def _load(self, workspace: Workspace) -> LoadedWorkspace:
         entry = self.resident.get(workspace.id, workspace.revision)
-        if entry is not None and entry.on.alive:
+        if entry is not None and entry.on.alive and not entry.on.draining:
             return entry  # a run that waited for another's load
+        # On a draining kernel too, it moves now: a busy workspace's runs would otherwise keep it there.
+        # The runs already queued on the old kernel finish there (the kernel lets them).
         await self.evict(workspace.id)
         kernel = await self._kernel_for(workspace)
+        if not kernel.dedicated and self._worn(kernel):
+            self._drain(kernel, keep="")
+            if kernel.draining:  # out of the pool: the spare took its place, and takes this workspace
+                kernel = await self._kernel_for(workspace)
         kernel.loads += 1
-        if self._worn(kernel) and not kernel.dedicated and self.pool_size > 1:
-            # One kernel drains at a time: its workspaces move to the others as they are saved or evicted.
-            pooled = [self._record(h) for h in self.kernels.hosts if h is not kernel.host]
-            kernel.draining = not any(k.draining for k in pooled)
+        if not kernel.dedicated:
+            self._last_kernel[workspace.id] = kernel
         load = Load(workspace.id, workspace.revision, functions=function_specs(workspace))
         kernel.host.send(load.wire())
         kernel.resident.add(workspace.id)
@@ -263,11 +272,28 @@ class PythonRuntime:
         return self.resident.admit(workspace.id, loaded)
 
     def _worn(self, kernel: KernelProcess) -> bool:
-        """Whether a kernel has built enough interpreters, or kept enough memory, to be replaced."""
+        """Whether a kernel has built enough interpreters, or holds enough memory, to be replaced: CPython
+        3.12 and 3.13 keep ~4.5 MiB of every subinterpreter they close (measured), so a kernel fills up
+        as saves replace its interpreters, and past RLIMIT_AS it would abort."""
         if kernel.loads >= self.recycle_after_loads:
             return True
-        used = kernel.resident_mb()
-        return used is not None and used > self.max_memory_mb * RECYCLE_AT_MEMORY_SHARE
+        used, held = kernel.resident_mb(), kernel.address_space_mb()
+        limit = self.launcher.address_space_mb()
+        return (used or 0) > self.max_memory_mb * RECYCLE_AT_MEMORY_SHARE or (held or 0) > limit * 0.75
+
+    def _drain(self, kernel: KernelProcess, keep: str) -> None:
+        """A worn kernel leaves the pool at once (the spare takes its place, so new workspaces go to a
+        fresh kernel); its idle workspaces are evicted now and its busy ones after their runs (their next
+        run loads them, cold, elsewhere); once empty it is closed. Without a spare ready it stays for now."""
+        if not self.kernels.swap_out(kernel.host):
+            return
+        kernel.draining = True
+        log.info("a python kernel is worn (%d loads): its workspaces move to the others", kernel.loads)
+        for workspace_id in list(kernel.resident):
+            entry = self.resident.get(workspace_id)
+            if workspace_id != keep and entry is not None and entry.in_flight == 0:
+                self.resident.evict(workspace_id)
+        self._retire_if_drained(kernel)
 
     async def _kernel_for(self, workspace: Workspace) -> KernelProcess:
         if self.dedicated_kernels or workspace.id in self._main_only:
@@ -280,6 +306,9 @@ class PythonRuntime:
             )
             return await self._launch_dedicated()
         await self.kernels.wait_up()
+        last = self._last_kernel.get(workspace.id)
+        if last is not None and last.alive and not last.draining and last.host in self.kernels.hosts:
+            return last  # where its evicted interpreter waits to be taken over by this version
         live = [self._record(host) for host in self.kernels.live()]
         fresh = [k for k in live if not k.draining] or live
         return min(fresh, key=lambda k: len(k.resident))
@@ -303,6 +332,15 @@ class PythonRuntime:
 
     # -- residency --------------------------------------------------------------------------------
 
+    def _stale_or_forget(self, workspace: Workspace) -> None:
+        """The kernel did not hold the revision the run named. If another version is resident now, this
+        run's code is probably the older one: StaleCode (the use case runs the stored version); else the
+        kernel lost it (restart, eviction) and the run loads it again."""
+        held = self.resident.get(workspace.id)
+        if held is not None and held.revision != workspace.revision:
+            raise StaleCode(f"workspace {workspace.id!r} changed while this run waited")
+        self._forget(workspace.id)
+
     def _forget(self, workspace_id: str) -> None:
         """Drop a workspace its kernel no longer holds (nothing to tell the kernel)."""
         entry = self.resident.forget(workspace_id)
@@ -322,16 +360,17 @@ class PythonRuntime:
             self._retire_if_drained(kernel)
 
     def _retire_if_drained(self, kernel: KernelProcess) -> None:
-        """A draining kernel with nothing left in it goes; the spare takes its place (a restart). Without a
-        spare ready, it stays until a later run finds one."""
-        if kernel.draining and not kernel.resident and kernel.in_flight == 0 and kernel.alive:
-            self.kernels.retire(kernel.host)
+        """A draining kernel (out of the pool already) with nothing left in it is closed."""
+        if kernel.draining and not kernel.resident and kernel.in_flight == 0 and not kernel.closing:
+            kernel.closing = True
+            self.kernels.tasks.spawn(kernel.host.close())
 
     def _lost(self, host: HostProcess) -> None:
         """A kernel died: its workspaces load again on their next run, elsewhere (their cache is gone)."""
         record = self._records.pop(host, None)
         for workspace_id in list(record.resident if record else ()):
             self.resident.forget(workspace_id)
+        self._last_kernel = {w: k for w, k in self._last_kernel.items() if k is not record}
 
     def _record(self, host: HostProcess) -> KernelProcess:
         record = self._records.get(host)

@@ -9,8 +9,6 @@ threads. The kernel never stops a run: the service replaces the whole process wh
 timeout, since a subinterpreter cannot be interrupted.
 """
 
-import collections
-import faulthandler
 import json
 import os
 import queue
@@ -34,6 +32,14 @@ from hosting.interpreters import (  # noqa: E402
     subinterpreter_class,
 )
 from hosting.packages import compiled_code  # noqa: E402
+from hosting.slots import (  # noqa: E402
+    INTERPRETER_ROOM_MB,
+    PARK_S,
+    Slot,
+    address_space_mb,
+    chores,
+    close_interpreter,
+)
 from hosting.workers import Workers  # noqa: E402
 from sandbox.checks import check  # noqa: E402
 
@@ -58,65 +64,17 @@ def forget_own() -> None:
             del sys.modules[name]
 
 
-class Slot:
-    """A resident workspace: its load request and, once booted, its interpreter."""
-
-    def __init__(self, workspace: str, revision: str, load: str) -> None:
-        self.workspace, self.revision, self.load = workspace, revision, load
-        self.interpreter: SubInterpreter | MainInterpreter | None = None
-        self.lock = threading.Lock()  # an interpreter runs one call at a time
-        # Runs wait here, not in threads of their own: under load, a thread per waiting run would
-        # spend the kernel's address-space limit on stacks. One thread drains the queue at a time.
-        self.pending: collections.deque[tuple[dict[str, Any], str, float]] = collections.deque()
-        self.draining = False
-        self.queue_lock = threading.Lock()
-        self.retired = False
-
-    def boot(self, kernel: "Kernel") -> None:
-        interpreter = kernel.new_interpreter()
-        interpreter.call("load", self.load)
-        self.interpreter = interpreter
-
-    def retire(self) -> None:
-        self.retired = True
-        _retired.put(self)
-
-    def close(self, deadline_s: float) -> None:
-        with self.lock:  # after the run in progress, if any (a run is timed by the service)
-            if self.interpreter is None:
-                return
-            interpreter, self.interpreter = self.interpreter, None
-        close_interpreter(interpreter, deadline_s)
-
-
-def close_interpreter(interpreter: SubInterpreter | MainInterpreter, deadline_s: float) -> None:
-    """Closing runs what user code left behind (a generator's `finally` kept in `cache`), which no run
-    timeout covers. Past the deadline the kernel exits (a C-level timer, which no Python code can hold
-    off) and the service replaces it, as after a run's timeout."""
-    faulthandler.dump_traceback_later(deadline_s, exit=True)
-    try:
-        interpreter.close()
-    except Exception as exc:
-        # Kept referenced: dropping the id of an interpreter that is still there would close it again,
-        # from whichever thread the garbage collector runs on.
-        _unclosed.append(interpreter)
-        why = f"{type(exc).__name__}: {exc}"
-        print(
-            f"an interpreter could not be closed ({why}): its memory stays with this kernel", file=sys.stderr
-        )
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-
-
-# Retired interpreters close one at a time on one thread: a burst of saves must not start a thread
-# (and a stack, against the address-space limit) per interpreter.
-_retired: "queue.SimpleQueue[Slot]" = queue.SimpleQueue()
-_unclosed: list[Any] = []
-
-
-def close_retired_forever(deadline_s: float) -> None:
+def do_chores_forever(kernel: "Kernel", deadline_s: float) -> None:
     while True:
-        _retired.get().close(deadline_s)
+        try:
+            chore, slot = chores.get(timeout=1.0)
+        except queue.Empty:
+            chore = ""
+        if chore == "drop":
+            slot.drop_workspace(deadline_s)
+        elif chore == "close":
+            slot.close(deadline_s)
+        kernel.close_parked()
 
 
 class Kernel:
@@ -128,7 +86,12 @@ class Kernel:
         self.sandbox_config = json.dumps(sandbox)
         self.entry = entry  # main mode: the sandbox in this interpreter
         self.close_deadline_s = float(config["closeTimeoutS"])
+        self.address_limit_mb = float(config["addressSpaceMb"])
         self.slots: dict[str, Slot] = {}
+        # Evicted workspaces' slots, kept PARK_S for a save's next version to take over (the service
+        # evicts at every save); then closed.
+        self.parked: dict[str, tuple[Slot, float]] = {}
+        self.parked_lock = threading.Lock()
         self.workers = Workers()
         self.spare: SubInterpreter | None = None
         self.spare_lock = threading.Lock()
@@ -151,6 +114,9 @@ class Kernel:
         # One at a time: under a burst of cold starts, dozens of half-built interpreters at once
         # would spend the kernel's memory limit.
         with self.create_lock:
+            # CPython aborts the whole process when an interpreter cannot be allocated: refuse first.
+            if address_space_mb() + INTERPRETER_ROOM_MB > self.address_limit_mb:
+                raise MemoryError("the kernel is at its memory limit: no room for another interpreter")
             return self.subinterpreter(self.sandbox, self.sandbox_config)
 
     def refill(self) -> None:
@@ -181,10 +147,13 @@ class Kernel:
     # -- messages: each handler gets the message and its line as it came ---------------------------------
 
     def on_load(self, message: dict[str, Any], line: bytes) -> None:
-        old = self.slots.get(message["workspace"])
+        workspace = message["workspace"]
+        with self.parked_lock:
+            old = self.slots.get(workspace) or self.parked.pop(workspace, (None, 0.0))[0]
         if old is not None:
             old.retire()
-        self.slots[message["workspace"]] = Slot(message["workspace"], message["revision"], line.decode())
+        previous = old.inheritable() if old is not None else None
+        self.slots[workspace] = Slot(workspace, message["revision"], line.decode(), previous)
 
     def on_run(self, message: dict[str, Any], line: bytes) -> None:
         received = time.monotonic() * 1000
@@ -224,10 +193,10 @@ class Kernel:
             self.run(slot, message, text, received)
 
     def run(self, slot: Slot, message: dict[str, Any], text: str, received: float) -> None:
-        if slot.retired:  # a newer version was loaded, or the workspace evicted, while this run waited
-            send({"type": "result", "id": message["id"], "status": "not_loaded"})
-            return
         with slot.lock:
+            if slot.retired and slot.interpreter is None:  # replaced before it ever ran: no cold start
+                send({"type": "result", "id": message["id"], "status": "not_loaded"})
+                return
             cold = slot.interpreter is None
             try:
                 if slot.interpreter is None:
@@ -246,6 +215,18 @@ class Kernel:
         slot = self.slots.pop(message["workspace"], None)
         if slot is not None:
             slot.retire()
+            with self.parked_lock:  # its next version, if one comes soon, takes over its interpreter
+                self.parked[message["workspace"]] = (slot, time.monotonic())
+            chores.put(("drop", slot))  # its state goes now, as with a close (and under its deadline)
+
+    def close_parked(self) -> None:
+        """Close the interpreters of evicted workspaces that no new version took over within PARK_S."""
+        deadline = time.monotonic() - PARK_S
+        with self.parked_lock:
+            expired = [w for w, (_, at) in self.parked.items() if at < deadline]
+            slots = [self.parked.pop(w)[0] for w in expired]
+        for slot in slots:
+            chores.put(("close", slot))
 
     def on_compile(self, message: dict[str, Any], line: bytes) -> None:
         send({"type": "compiled", "id": message["id"], **check(message)})
@@ -305,7 +286,8 @@ def main() -> None:
     threading.stack_size(2 * 1024 * 1024)  # address space counts against RLIMIT_AS: not 8 MiB a thread
     limit_resources(config["addressSpaceMb"])
     kernel = Kernel(config, entry)
-    threading.Thread(target=close_retired_forever, args=(kernel.close_deadline_s,), daemon=True).start()
+    closer = threading.Thread(target=do_chores_forever, args=(kernel, kernel.close_deadline_s), daemon=True)
+    closer.start()
     handlers = {
         "load": kernel.on_load,
         "run": kernel.on_run,

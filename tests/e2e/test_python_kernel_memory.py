@@ -124,11 +124,13 @@ async def test_a_drained_kernel_leaves_the_pool_before_it_is_told_to_stop() -> N
         assert (await service.run("b", "v")).result == 1
         worn = runtime.kernel_of("a")
         await save(service, {"v": "return 2"}, "a")
-        assert (await service.run("a", "v")).result == 2  # its second load: the kernel now drains
+        assert (await service.run("a", "v")).result == 2  # its second load: the kernel is worn now
         assert runtime.kernel_of("a") == worn
-        await save(service, {"v": "return 3"}, "a")  # evicted: the draining kernel is empty
-        assert worn not in runtime.kernel_pids, "a kernel on its way out is still offered to requests"
+        await save(service, {"v": "return 3"}, "a")
+        # The next load finds it worn: it leaves the pool (the spare takes its place) before anything
+        # is sent to it, and closes once its workspaces have moved.
         assert (await service.run("a", "v")).result == 3
+        assert worn not in runtime.kernel_pids, "a kernel on its way out is still offered to requests"
         assert runtime.kernel_of("a") != worn
     finally:
         await runtime.aclose()
@@ -157,7 +159,8 @@ async def test_code_left_to_run_at_an_interpreters_close_stalls_no_run_and_ends_
         await save(service, {"hi": "return 'hi'"}, "calm")
         assert (await service.run("calm", "hi")).result == "hi"
         kernels = runtime.kernel_pids
-        await save(service, {"f": "return 'replaced'"}, "evil")  # its old interpreter closes: the loop
+        # Evicted, its old state is dropped at once (its interpreter waits for the next version): the loop.
+        await save(service, {"f": "return 'replaced'"}, "evil")
         loop = asyncio.get_running_loop()
         waits: list[float] = []
         until = loop.time() + 0.7  # within the close deadline

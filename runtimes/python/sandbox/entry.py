@@ -27,7 +27,12 @@ def op_configure(text: str) -> str:
 
 
 def op_load(text: str) -> str:
+    """A version of the workspace; the one it replaces in this interpreter (a save) is dropped first, so
+    its `cache` and globals go as they would with the interpreter."""
     global _workspace
+    previous, _workspace = _workspace, None
+    if previous is not None:
+        previous.drop()
     _workspace = Workspace(json.loads(text))
     return "{}"
 
@@ -36,6 +41,15 @@ def op_run(text: str) -> str:
     """`text` is the kernel's `run` message as it came: its `fn` and `params` are what this needs."""
     assert _workspace is not None, "run before load"
     return _workspace.run(json.loads(text))
+
+
+def op_drop(text: str) -> str:
+    """The workspace's state goes (evicted); the interpreter stays for its next version."""
+    global _workspace
+    workspace, _workspace = _workspace, None
+    if workspace is not None:
+        workspace.drop()
+    return "{}"
 
 
 def op_check(text: str) -> str:
@@ -60,4 +74,11 @@ def op_release(text: str) -> str:
     return "{}"
 
 
-ENTRY = {"configure": op_configure, "load": op_load, "run": op_run, "check": op_check, "release": op_release}
+ENTRY = {
+    "configure": op_configure,
+    "load": op_load,
+    "run": op_run,
+    "drop": op_drop,
+    "check": op_check,
+    "release": op_release,
+}
