@@ -2,13 +2,32 @@
 
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Protocol, runtime_checkable
 
-from domain.errors import DomainError, Unavailable
+from domain.errors import DomainError, NotFound, StaleCode, Unavailable
 from domain.model import Json, Language, Outcome, Workspace, check_function_name, check_workspace_id
 from domain.parameters import bind_parameters
 from ports.packages import PackageInstaller
 from ports.runtime import Runtime
 from ports.storage import WorkspaceStore
+
+REGENERATED = "ok"
+CURRENT = "current"  # made from this body by this generator already: by another replica, or an earlier start
+
+
+@runtime_checkable
+class SharedStore(Protocol):
+    """A store that service instances may share (the filesystem's): what regenerating once needs."""
+
+    def regenerating(self, workspace_id: str) -> AbstractAsyncContextManager[None]:
+        """Held by one process at a time per workspace, across processes."""
+        ...
+
+    async def made_from(self, workspace_id: str) -> str | None:
+        """The stamp recorded when the generated files were last regenerated (None: none, or files gone)."""
+        ...
+
+    async def record_made_from(self, workspace_id: str, stamp: str) -> None: ...
 
 
 class Workspaces:
@@ -59,25 +78,58 @@ class Workspaces:
 
     async def run(self, workspace_id: str, function: str, params: Json = None) -> Outcome:
         check_function_name(function)
-        workspace = await self.get(workspace_id)
+        try:
+            workspace = await self.get(workspace_id)
+        except NotFound:
+            # Deleted, perhaps through another instance sharing the storage: its worker here goes now,
+            # not when it idles out.
+            await self._evict(workspace_id)
+            raise
         fn = workspace.function(function)
         bound = bind_parameters(fn, params)
-        return await self.runtime(fn.runs_on).run(workspace, function, bound)
+        try:
+            return await self.runtime(fn.runs_on).run(workspace, function, bound)
+        except StaleCode:
+            # A save landed between this run's read and its start: it runs the stored version, once.
+            workspace = await self.get(workspace_id)
+            fn = workspace.function(function)
+            return await self.runtime(fn.runs_on).run(workspace, function, bind_parameters(fn, params))
 
-    async def regenerate_all(self) -> dict[str, str]:
+    async def regenerate_all(self, generator: str | None = None) -> dict[str, str]:
         """Rewrite every workspace's generated files from its saved body (UPDATE_SCRIPTS_ON_STARTUP).
 
         One workspace that no longer compiles must not keep the others (or the service) from starting:
-        the answer maps each workspace id to "ok" or to why it was left as it was.
+        the answer maps each workspace id to "ok" (regenerated), "current" (skipped) or why it was left
+        as it was. A workspace deleted meanwhile is left out.
+
+        Instances sharing a store start together and would each regenerate (and install) everything:
+        with a `generator` (which code generates the scripts, e.g. a digest of its sources) and a
+        SharedStore, each workspace is regenerated under a cross-process lock and stamped with
+        "<revision> <generator>"; whoever finds the stamp current, the files there, skips it. A save
+        through the API leaves the stamp stale, so the next start regenerates that workspace once more.
         """
         report: dict[str, str] = {}
         for workspace_id in await self._store.list():
             try:
-                await self.save(await self._store.get(workspace_id))
-                report[workspace_id] = "ok"
+                report[workspace_id] = await self._regenerate(workspace_id, generator)
+            except NotFound:
+                continue
             except DomainError as exc:
                 report[workspace_id] = exc.message
         return report
+
+    async def _regenerate(self, workspace_id: str, generator: str | None) -> str:
+        store = self._store
+        if generator is None or not isinstance(store, SharedStore):
+            await self.save(await store.get(workspace_id))
+            return REGENERATED
+        async with store.regenerating(workspace_id):
+            workspace = await store.get(workspace_id)  # read under the lock: the newest save
+            if await store.made_from(workspace_id) == _stamp(workspace.revision, generator):
+                return CURRENT
+            saved = await self.save(workspace)
+            await store.record_made_from(workspace_id, _stamp(saved.revision, generator))
+            return REGENERATED
 
     def _installing(self, workspace: Workspace) -> AbstractAsyncContextManager[None]:
         return self._packages.installing(workspace) if self._packages else nullcontext()
@@ -88,3 +140,7 @@ class Workspaces:
     async def _evict(self, workspace_id: str) -> None:
         for runtime in self._runtimes.values():
             await runtime.evict(workspace_id)
+
+
+def _stamp(revision: str | None, generator: str) -> str:
+    return f"{revision} {generator}"

@@ -1,9 +1,11 @@
 """The composition root: the one place that names adapters. Building it starts nothing."""
 
+import hashlib
 import logging
 import operator
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from dependency_injector import containers, providers
@@ -11,14 +13,16 @@ from dependency_injector import containers, providers
 from adapters.hosts.dedicated import DedicatedRuntime
 from adapters.hosts.egress_facts import machine_policy
 from adapters.hosts.walls import Walls
+from adapters.node import script as node_script
 from adapters.node.runtime import NodeRuntime
 from adapters.npm.installer import NpmInstaller
 from adapters.npm.rules import PackageRules
+from adapters.python import script as python_script
 from adapters.python.runtime import PythonRuntime
 from adapters.remote.runtime import RemotePythonRuntime
 from adapters.storage.filesystem import FileSystemStore
 from application.metering import metered
-from application.workspaces import Workspaces
+from application.workspaces import CURRENT, REGENERATED, Workspaces
 from domain.model import Language
 from entrypoints.http.metrics import Metrics
 from entrypoints.settings import Settings, load_settings
@@ -145,17 +149,29 @@ async def running(container: Container) -> AsyncIterator[Workspaces]:
             for runtime in runtimes:
                 group.start_soon(runtime.start)
         if container.settings().update_scripts_on_startup:
-            report = await workspaces.regenerate_all()
-            failed = {workspace_id: why for workspace_id, why in report.items() if why != "ok"}
-            log.info("regenerated the scripts of %d workspaces", len(report) - len(failed))
-            for workspace_id, why in failed.items():
-                log.error("workspace %r kept its previous scripts: %s", workspace_id, why)
+            report = await workspaces.regenerate_all(generator_version())
+            done = sum(why == REGENERATED for why in report.values())
+            current = sum(why == CURRENT for why in report.values())
+            # Instances starting together share the work: the sum of these counts is the workspaces'.
+            log.info("regenerated the scripts of %d workspaces (%d were current already)", done, current)
+            for workspace_id, why in report.items():
+                if why not in (REGENERATED, CURRENT):
+                    log.error("workspace %r kept its previous scripts: %s", workspace_id, why)
         yield workspaces
     finally:
         with anyio.CancelScope(shield=True):  # a cancelled shutdown must still stop the hosts
             async with anyio.create_task_group() as group:
                 for runtime in runtimes:
                     group.start_soon(_close, runtime)
+
+
+def generator_version() -> str:
+    """Which code generates the scripts: a digest of the generators' sources, so an upgrade that changes
+    them regenerates every workspace once at the next UPDATE_SCRIPTS_ON_STARTUP or `functions migrate`."""
+    digest = hashlib.sha256()
+    for module in (node_script, python_script):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 async def _close(runtime: Runtime) -> None:

@@ -5,6 +5,10 @@ package.json and its previous package-lock.json, so packages already locked keep
 when npm succeeded are package.json, package-lock.json and node_modules/ renamed into the workspace's
 folder; the previous ones wait in the staging folder until the store has committed, and come back if it
 did not. A second save of the same workspace waits for the first one's install and commit.
+
+Instances sharing the storage folder install once per change: only a save installs (a run, or an instance
+seeing a changed workspace.yaml, never does), under a per-workspace flock; a save that finds the wanted
+packages in place (another instance's save, UPDATE_SCRIPTS_ON_STARTUP regenerating it) runs no npm.
 """
 
 import asyncio

@@ -7,44 +7,37 @@ id or generated name may, so nothing half-written is ever read as a workspace.
 
 import builtins
 import fcntl
-import hashlib
-import io
 import os
 import re
 import secrets
 import shutil
 import weakref
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 
 import anyio
 from anyio import to_thread
 from attrs import evolve
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
 
-from domain.body import body_from_workspace, workspace_from_body
-from domain.errors import DomainError, NotFound, Unavailable
-from domain.model import WORKSPACE_ID, Json, Workspace, check_workspace_id
+from adapters.storage.yaml_body import BODY, dump_body, parse_body, revision_of
+from domain.body import body_from_workspace
+from domain.errors import NotFound, Unavailable
+from domain.model import WORKSPACE_ID, Workspace, check_workspace_id
 
-BODY = "workspace.yaml"
 # The names the last saves wrote, so a save removes only its own stale scripts and never the
 # package.json or node_modules/ that live next to them. A list rather than a fixed {"index.js",
 # "main.py"} keeps the store ignorant of which runtime writes what.
 MANIFEST = ".generated"
 GENERATED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 LOCKS = ".locks"
+# What the generated files were last regenerated from ("<revision> <generator>", Workspaces.regenerate_all);
+# inside the folder, so a delete takes it along.
+MADE_FROM = ".made-from"
 FileKey = tuple[int, int, int]  # st_mtime_ns, st_size, st_ino: os.replace always brings a new inode
 
 _SCRATCH = re.compile(r"\.tmp-.+-[0-9a-f]{8}")
 _TOKEN = re.compile(r"[0-9a-f]{8}")
-# ruamel writes NEL, LS, PS, CR, BOM and control characters raw in plain, quoted and literal
-# scalars, and its reader then folds or rejects them; in double quotes they are escaped.
-_NEEDS_ESCAPES = re.compile(
-    "[^\t\n\x20-\x7e\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]|[\ufeff\u2028\u2029]"
-)
 
 
 class FileSystemStore:
@@ -64,8 +57,8 @@ class FileSystemStore:
         """Write the generated files, then workspace.yaml; return the workspace with its revision."""
         self.folder(workspace.id)
         files = {_check_generated_name(name): text.encode() for name, text in generated.items()}
-        data = _dump(body_from_workspace(workspace))
-        saved = evolve(workspace, revision=_revision(data))
+        data = dump_body(body_from_workspace(workspace))
+        saved = evolve(workspace, revision=revision_of(data))
         with self._storage_errors("saving", workspace.id):
             # The in-process lock keeps waiting saves off the thread pool; flock covers other processes.
             async with self._lock(workspace.id):
@@ -97,6 +90,38 @@ class FileSystemStore:
         with self._storage_errors("listing", None):
             return await to_thread.run_sync(self._list_sync)
 
+    @asynccontextmanager
+    async def regenerating(self, workspace_id: str) -> AsyncIterator[None]:
+        """One process at a time regenerates a workspace. Its own lock file: a regeneration saves, and the
+        save takes the workspace's lock (flock does not nest across two open files in one process)."""
+        self.folder(workspace_id)
+        with self._storage_errors("regenerating", workspace_id):
+            fd = await to_thread.run_sync(_open_lock, self.root / LOCKS / f"{workspace_id}.regenerate.lock")
+        try:
+            await to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)  # the kernel drops it if we die
+            yield
+        finally:
+            os.close(fd)
+
+    async def made_from(self, workspace_id: str) -> str | None:
+        """The stamp of the last regeneration, or None when there is none or a generated file is missing."""
+        folder = self.folder(workspace_id)
+        with self._storage_errors("reading", workspace_id):
+            return await to_thread.run_sync(_made_from, folder)
+
+    async def record_made_from(self, workspace_id: str, stamp: str) -> None:
+        """Record what the generated files were made from; nothing if the workspace is gone meanwhile."""
+        folder = self.folder(workspace_id)
+
+        def record() -> None:
+            with self._file_lock(workspace_id):  # a save's clean-up would take our scratch file
+                if (folder / BODY).is_file():
+                    _put(folder, MADE_FROM, stamp.encode())
+
+        with self._storage_errors("saving", workspace_id):
+            async with self._lock(workspace_id):
+                await to_thread.run_sync(record)
+
     def _body_path(self, workspace_id: str) -> str:
         path = self._body_paths.get(workspace_id)
         if path is None:
@@ -112,8 +137,7 @@ class FileSystemStore:
     @contextmanager
     def _file_lock(self, workspace_id: str) -> Iterator[None]:
         """Serializes saves and deletes of one workspace across processes sharing the root."""
-        os.makedirs(self.root / LOCKS, exist_ok=True)
-        fd = os.open(self.root / LOCKS / f"{workspace_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(self.root / LOCKS / f"{workspace_id}.lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # the kernel drops it if this process dies
             yield
@@ -157,7 +181,7 @@ class FileSystemStore:
         except (FileNotFoundError, NotADirectoryError):
             self._cache.pop(workspace_id, None)
             raise NotFound(f"workspace {workspace_id!r} not found") from None
-        workspace = _parse(workspace_id, data)
+        workspace = parse_body(workspace_id, data)
         self._cache[workspace_id] = (key, workspace)
         return workspace
 
@@ -296,6 +320,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _open_lock(path: Path) -> int:
+    os.makedirs(path.parent, exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def _made_from(folder: Path) -> str | None:
+    try:
+        stamp = (folder / MADE_FROM).read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    missing = any(not (folder / name).is_file() for name in _read_manifest(folder))
+    return None if missing else stamp
+
+
 def _read_manifest(folder: Path) -> set[str]:
     try:
         text = (folder / MANIFEST).read_text()
@@ -324,48 +362,3 @@ def _check_generated_name(name: str) -> str:
     if not GENERATED_NAME.fullmatch(name) or name == BODY:
         raise ValueError(f"invalid generated file name {name!r}")
     return name
-
-
-def _revision(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _parse(workspace_id: str, data: bytes) -> Workspace:
-    try:
-        workspace = workspace_from_body(workspace_id, _load(data))
-    except (YAMLError, DomainError, ValueError, TypeError, RecursionError) as exc:  # a hand-edited file
-        raise Unavailable(f"storage holds a broken {workspace_id}/{BODY}: {exc}") from None
-    return evolve(workspace, revision=_revision(data))
-
-
-def _load(data: bytes) -> Json:
-    # A YAML instance is not thread-safe, hence one per call. Pure: the C loader speaks only YAML 1.1,
-    # which would read the `yes` the 1.2 dumper leaves unquoted as a boolean.
-    return YAML(typ="safe", pure=True).load(data)
-
-
-def _dump(body: Json) -> bytes:
-    yaml = YAML(typ="rt")
-    yaml.default_flow_style = False
-    yaml.width = 4096  # long lines stay whole rather than folded
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    out = io.BytesIO()
-    yaml.dump(_styled(body), out)
-    return out.getvalue()
-
-
-def _styled(value: Json) -> Json:
-    """Multi-line text as literal `|` blocks so code reads as code; double quotes where needed."""
-    if isinstance(value, Mapping):  # plain dicts and lists: ruamel represents no other containers
-        return {_styled_key(key): _styled(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_styled(item) for item in value]
-    if isinstance(value, str) and _NEEDS_ESCAPES.search(value):
-        return DoubleQuotedScalarString(value)
-    if isinstance(value, str) and "\n" in value:
-        return LiteralScalarString(value)
-    return value
-
-
-def _styled_key(key: Json) -> Json:
-    return DoubleQuotedScalarString(key) if isinstance(key, str) and _NEEDS_ESCAPES.search(key) else key

@@ -24,9 +24,10 @@ from starlette.applications import Starlette
 
 from adapters.python.interpreter import KernelPythonError, choose_kernel_python
 from adapters.python.packages import PackageInstallError, install_packages
+from application.workspaces import CURRENT, REGENERATED
 from entrypoints.cli.client import CommandError, Target, Unreachable, open_target
 from entrypoints.cli.deploy import DeployError, changes, read_folder
-from entrypoints.container import Container, build_container
+from entrypoints.container import Container, build_container, generator_version
 from entrypoints.embed import open_service
 from entrypoints.http.app import create_app
 from entrypoints.http.logs import configure_logging
@@ -216,11 +217,12 @@ async def serve_until_signalled(app: Starlette, config: Config) -> None:
 async def migrate(settings: Settings) -> int:
     """Regenerate every workspace's scripts from its workspace.yaml (UPDATE_SCRIPTS_ON_STARTUP, once)."""
     async with open_service(container=Container(settings=providers.Object(settings))) as service:
-        report = await service.workspaces.regenerate_all()
-    failed = {workspace_id: why for workspace_id, why in report.items() if why != "ok"}
+        report = await service.workspaces.regenerate_all(generator_version())
+    failed = {workspace_id for workspace_id, why in report.items() if why not in (REGENERATED, CURRENT)}
     for workspace_id in sorted(report):
         print(f"{workspace_id}: {report[workspace_id]}")
-    print(f"regenerated {len(report) - len(failed)} of {len(report)} workspaces", file=sys.stderr)
+    done = sum(why == REGENERATED for why in report.values())
+    print(f"regenerated {done} of {len(report)} workspaces", file=sys.stderr)
     return 1 if failed else 0
 
 

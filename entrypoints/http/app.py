@@ -180,7 +180,11 @@ async def list_workspaces(request: Request) -> Response:
 
 
 async def healthcheck(request: Request) -> Response:
-    return JsonResponse(request.state.service.health())
+    """200 with the report (SPEC). With `?ready`, 503 while the service takes no runs (starting,
+    stopping): what a load balancer's or Kubernetes' readiness probe needs."""
+    service = request.state.service
+    status = 503 if "ready" in request.query_params and not service.ready else 200
+    return JsonResponse(service.health(), status)
 
 
 async def metrics(request: Request) -> Response:

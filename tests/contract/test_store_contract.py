@@ -7,8 +7,9 @@ import anyio
 import pytest
 from ruamel.yaml import YAML
 
-from adapters.storage.filesystem import BODY, FileSystemStore
+from adapters.storage.filesystem import FileSystemStore
 from adapters.storage.memory import InMemoryStore
+from adapters.storage.yaml_body import BODY
 from domain.body import body_from_workspace, workspace_from_body
 from domain.errors import NotFound
 from domain.model import Workspace

@@ -39,6 +39,14 @@ def get(url: str) -> Any:
         return json.load(answer)
 
 
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def in_background(answers: dict[str, tuple[int, Any]], name: str, url: str) -> threading.Thread:
     thread = threading.Thread(target=lambda: answers.__setitem__(name, post(url, {})))
     thread.start()
@@ -49,6 +57,7 @@ def test_sigterm_drains_runs_in_flight_refuses_new_ones_and_cuts_the_rest(tmp_pa
     with serving_process(tmp_path / "data", SHUTDOWN_GRACE_PERIOD="3") as (url, server):
         assert post(f"{url}/v2/functions/demo", FUNCTIONS)[0] == 200
         assert get(f"{url}/sys/healthcheck")["ready"] is True
+        assert status_of(f"{url}/sys/healthcheck?ready") == 200  # a readiness probe's view
         answers: dict[str, tuple[int, Any]] = {}
         threads = [
             in_background(answers, name, f"{url}/v2/functions/demo/run/{name}") for name in ("slow", "stuck")
@@ -59,12 +68,14 @@ def test_sigterm_drains_runs_in_flight_refuses_new_ones_and_cuts_the_rest(tmp_pa
         time.sleep(0.2)
         refused = post(f"{url}/v2/functions/demo/run/quick", {})
         health = get(f"{url}/sys/healthcheck")
+        readiness = status_of(f"{url}/sys/healthcheck?ready")
         for thread in threads:
             thread.join(timeout=20)
         server.wait(timeout=20)
         took = time.monotonic() - stopped_at
     assert refused[0] == 503 and "stopping" in refused[1]["error"]["message"]
     assert health["ready"] is False and health["state"] == "stopping"
+    assert readiness == 503  # the load balancer stops sending runs here; liveness (plain) stays 200
     assert answers["slow"] == (
         200,
         {"result": "done", "logs": [], "duration": answers["slow"][1]["duration"]},

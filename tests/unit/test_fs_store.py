@@ -18,7 +18,8 @@ import anyio
 import pytest
 
 from adapters.storage import filesystem as fs_store
-from adapters.storage.filesystem import BODY, FileSystemStore
+from adapters.storage.filesystem import FileSystemStore
+from adapters.storage.yaml_body import BODY
 from domain.body import body_from_workspace, workspace_from_body
 from domain.errors import InvalidRequest, NotFound, Unavailable
 from domain.model import Json, Workspace
