@@ -141,6 +141,17 @@ def _egress_wall(policy: EgressPolicy, offered: Mapping[str, Wall]) -> Wall:
     )
 
 
+def _effective_capabilities() -> int:
+    """This process's effective capability set (CapEff in /proc/self/status); -1 if unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
+
+
 def _probe_user_namespaces() -> Wall:
     try:
         allowed = int(Path("/proc/sys/user/max_user_namespaces").read_text())
@@ -217,8 +228,15 @@ class Walls:
             walls["capabilities"] = Wall(True, f"runs as {UNPRIVILEGED}: none beyond an ordinary user's")
         elif os.geteuid() == 0:
             namespace = walls["capabilities"].on
-        elif walls["capabilities"].on:
-            walls["capabilities"] = Wall(True, "not root: none beyond an ordinary user's")
+        else:  # not root: the host inherits what this process holds, whatever user namespaces offer
+            held = _effective_capabilities()
+            walls["capabilities"] = (
+                Wall(True, "not root: none beyond an ordinary user's")
+                if held == 0
+                else Wall(
+                    False, f"not root, but the service holds capabilities {held:#x}, which its hosts inherit"
+                )
+            )
         walls.update(extra or {})
         previous, self._hosts[plan.name] = self._hosts.get(plan.name), walls
         off = {name: wall.detail for name, wall in walls.items() if not wall.on and not wall.chosen}

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from adapters.hosts import walls as walls_module
 from adapters.hosts.walls import LAUNCHER, STRICT, HostPlan, Wall, WallMissing, Walls, probe
 from tests.walls.conftest import SYSTEM_PYTHON, run_probe
 
@@ -176,3 +177,21 @@ def test_scratch_folders_of_a_service_that_died_are_swept() -> None:
         assert not stale.exists() and mine.exists()
     finally:
         mine.rmdir()
+
+
+@pytest.mark.parametrize(("held", "on"), [(0, True), (0x80000, False)])
+def test_a_service_that_is_not_root_is_judged_by_the_capabilities_it_holds(
+    monkeypatch: pytest.MonkeyPatch, open_folder: Path, held: int, on: bool
+) -> None:
+    """Without user namespaces (the wall offered off, as on a node that disables them), a service that is
+    not root still has its capabilities wall on when it holds none (a container's non-root user), and off,
+    saying so, when it holds some (SYS_PTRACE added as an ambient capability)."""
+    monkeypatch.setattr(os, "geteuid", lambda: 10001)
+    monkeypatch.setattr(walls_module, "_effective_capabilities", lambda: held)
+    offered = {**OFFERED, "capabilities": Wall(False, "the kernel offers no user namespaces")}
+    walls = Walls(offered=offered)
+    walls.launch(HostPlan("probe", SYSTEM_PYTHON, [str(open_folder)]), [SYSTEM_PYTHON]).cleanup()
+    capabilities = walls.report()["hosts"]["probe"]["capabilities"]
+    assert capabilities["on"] is on, capabilities
+    if not on:
+        assert "holds capabilities 0x80000" in capabilities["reason"]
