@@ -1,7 +1,8 @@
 """The application: the service that HTTP, the CLI and embedders all run on.
 
 `Service` takes and answers the API's JSON bodies, checked the same way everywhere; `Gate` lets work in
-while the service is ready and drains it on stop. The use cases themselves are `Workspaces`.
+while the service is ready and drains it on stop. The use cases themselves are `Workspaces`; versions,
+run history and async runs are `ServiceHistory` (application/service_history.py), which Service is.
 """
 
 import asyncio
@@ -9,17 +10,21 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 
+from application.async_runs import AsyncRuns, ConcurrencyLimit
+from application.history import HistoryPolicy, RunLog
+from application.service_history import CUT_MESSAGE, ServiceHistory
+from application.versions import Versions
 from application.workspaces import Workspaces
 from domain.body import body_from_workspace, workspace_from_body
 from domain.errors import Unavailable
 from domain.model import Json, Outcome, check_workspace_id
+from ports.history import History
 from ports.metrics import MetricsText
 
 log = logging.getLogger("functions.service")
 STARTING, READY, STOPPING, STOPPED = "starting", "ready", "stopping", "stopped"
 P = ParamSpec("P")
 T = TypeVar("T")
-CUT_MESSAGE = "the service stopped before this run finished (SHUTDOWN_GRACE_PERIOD)"
 
 
 class Gate:
@@ -52,6 +57,10 @@ class Gate:
         self._in_flight.discard(task)
         if not self._in_flight:
             self._idle.set()
+
+    def is_cutting(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the gate is cancelling `task` (its grace period ran out), without taking it back."""
+        return task in self._cut
 
     def was_cut(self, task: asyncio.Task[Any]) -> bool:
         """Whether the gate cancelled `task`; if so the cancellation is taken back, as it was ours."""
@@ -88,12 +97,13 @@ async def _wait(event: asyncio.Event, timeout_s: float) -> None:
         pass
 
 
-class Service:
+class Service(ServiceHistory):
     """The functions service built in-process: save, get, delete, list and run workspaces.
 
     Bodies are the HTTP API's JSON bodies, checked the same way; failures raise the same DomainError
     subclasses (InvalidRequest, NotFound, CompileError, Unavailable, ...). A run's own failure (the
     function threw, timed out, ...) is not raised: it is the returned Outcome's `status` and `error`.
+    With a `history`, saves keep versions and runs are recorded (ServiceHistory).
     """
 
     def __init__(
@@ -103,9 +113,21 @@ class Service:
         grace_s: float = 10.0,
         walls: Callable[[], Mapping[str, Json]] | None = None,
         metrics: MetricsText | None = None,
+        history: History | None = None,
+        policy: HistoryPolicy | None = None,
+        max_concurrent_runs: int = 0,  # per workspace; 0: no limit
     ) -> None:
         self.workspaces = workspaces  # the use cases, for callers who prefer domain types
         self.gate = Gate()
+        self.limit = ConcurrencyLimit(max_concurrent_runs)
+        self.policy = policy = policy or HistoryPolicy()
+        self.run_log = None if history is None else RunLog(history, policy)
+        self.versions = None if history is None else Versions(history, policy.versions_kept)
+        self.async_runs = (
+            None
+            if self.run_log is None or self.versions is None
+            else AsyncRuns(self._gated_run, self.run_log, self.versions, policy, self.limit)
+        )
         self.grace_s = grace_s  # SHUTDOWN_GRACE_PERIOD
         self._walls = walls  # the hosts' OS walls, for the health report
         self.metrics = metrics  # `service.metrics.render()`: the /metrics text
@@ -119,6 +141,7 @@ class Service:
         check_workspace_id(workspace_id)
         workspace = workspace_from_body(workspace_id, body)
         saved = await self._admitted(self.workspaces.save, workspace)
+        await self._keep_version(workspace_id, body, list(saved.functions))
         return body_from_workspace(saved)
 
     async def get(self, workspace_id: str) -> Json:
@@ -126,12 +149,20 @@ class Service:
 
     async def delete(self, workspace_id: str) -> None:
         await self.workspaces.delete(workspace_id)
+        await self._forget(workspace_id)  # its versions and runs go with it
 
     async def list(self) -> list[str]:
         return await self.workspaces.list()
 
     async def run(self, workspace_id: str, function: str, params: Json = None) -> Outcome:
-        """Run one function; Unavailable while the service starts or stops."""
+        """Run one function; Unavailable while the service starts or stops, TooManyRequests past
+        FUNCTIONS_MAX_CONCURRENT_RUNS."""
+        if not self.limit.most:
+            return await self._admitted(self._recorded_run, workspace_id, function, params)
+        async with self.limit.now(workspace_id):
+            return await self._admitted(self._recorded_run, workspace_id, function, params)
+
+    async def _gated_run(self, workspace_id: str, function: str, params: Json) -> Outcome:
         return await self._admitted(self.workspaces.run, workspace_id, function, params)
 
     async def _admitted(self, work: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -158,5 +189,8 @@ class Service:
         return report
 
     async def stop(self, grace_s: float | None = None) -> int:
-        """Stop taking runs and let those in flight finish (SHUTDOWN_GRACE_PERIOD by default)."""
-        return await self.gate.drain(self.grace_s if grace_s is None else grace_s)
+        """Stop taking runs and let those in flight finish (SHUTDOWN_GRACE_PERIOD by default); async
+        runs still queued then are recorded failed, and the run history is written out."""
+        cut = await self.gate.drain(self.grace_s if grace_s is None else grace_s)
+        await self.close_history()
+        return cut

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 from dependency_injector import containers, providers
 
+from adapters.history import open_history
 from adapters.hosts.dedicated import DedicatedRuntime
 from adapters.hosts.egress_facts import machine_policy
 from adapters.hosts.walls import Walls
@@ -21,11 +22,13 @@ from adapters.python import script as python_script
 from adapters.python.runtime import PythonRuntime
 from adapters.remote.runtime import RemotePythonRuntime
 from adapters.storage.filesystem import FileSystemStore
+from application.history import HistoryPolicy
 from application.metering import metered
 from application.workspaces import CURRENT, REGENERATED, Workspaces
 from domain.model import Language
 from entrypoints.http.metrics import Metrics
 from entrypoints.settings import Settings, load_settings
+from ports.history import History
 from ports.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,16 @@ class Container(containers.DeclarativeContainer):
         shared_modules_dir=settings.provided.shared_node_modules_dir,
     )
     workspaces = providers.Singleton(Workspaces, store=store, runtimes=metered_runtimes, packages=packages)
+    # Versions and runs: SQLite in the storage folder, or PostgreSQL at FUNCTIONS_DATABASE_URL.
+    history = providers.Singleton(
+        open_history, database_url=settings.provided.database_url, storage_root=settings.provided.storage_dir
+    )
+    history_policy = providers.Factory(
+        HistoryPolicy,
+        runs_kept=settings.provided.run_history,
+        keep_parameters=settings.provided.run_history_parameters,
+        versions_kept=settings.provided.versions_kept,
+    )
 
 
 def build_container(environ: Mapping[str, str] | None = None) -> Container:
@@ -140,11 +153,15 @@ def build_container(environ: Mapping[str, str] | None = None) -> Container:
 
 
 @asynccontextmanager
-async def running(container: Container) -> AsyncIterator[Workspaces]:
-    """Start every runtime, regenerate scripts if asked, and close the runtimes on the way out."""
+async def running(container: Container, *, recover_runs: bool = True) -> AsyncIterator[Workspaces]:
+    """Start the history and every runtime, regenerate scripts if asked, and close them on the way out.
+    `recover_runs`: fail the runs a stopped service left unfinished (not for a CLI command on the local
+    storage, which may share it with a service that holds them)."""
     workspaces: Workspaces = container.workspaces()
     runtimes = list(workspaces.runtimes.values())
+    history: History = container.history()
     try:
+        await start_history(history, recover_runs)
         async with anyio.create_task_group() as group:
             for runtime in runtimes:
                 group.start_soon(runtime.start)
@@ -163,6 +180,19 @@ async def running(container: Container) -> AsyncIterator[Workspaces]:
             async with anyio.create_task_group() as group:
                 for runtime in runtimes:
                     group.start_soon(_close, runtime)
+            await _close_history(history)
+
+
+# Async runs live in the process that took them: one that stopped under them left them unfinished.
+UNFINISHED_REASON = "the service stopped (crashed or was killed) before this run finished; run it again"
+
+
+async def start_history(history: History, recover_runs: bool = True) -> None:
+    """Open the history, and fail the runs a stopped service left queued or running: never lost silently."""
+    await history.start()
+    failed = await history.fail_unfinished(UNFINISHED_REASON) if recover_runs else 0
+    if failed:
+        log.warning("marked %d runs failed: the service stopped before they finished", failed)
 
 
 def generator_version() -> str:
@@ -172,6 +202,13 @@ def generator_version() -> str:
     for module in (node_script, python_script):
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()[:16]
+
+
+async def _close_history(history: History) -> None:
+    try:
+        await history.aclose()
+    except Exception:
+        log.exception("closing the history failed")
 
 
 async def _close(runtime: Runtime) -> None:

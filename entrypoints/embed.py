@@ -25,6 +25,9 @@ def service_of(container: Container) -> Service:
         grace_s=settings.shutdown_grace_s,
         walls=lambda: container.walls().report(),
         metrics=metrics,
+        history=container.history(),
+        policy=container.history_policy(),
+        max_concurrent_runs=settings.max_concurrent_runs,
     )
     metrics.ready = lambda: service.ready
     metrics.install_stats = lambda: container.packages().stats()
@@ -33,15 +36,19 @@ def service_of(container: Container) -> Service:
 
 @asynccontextmanager
 async def open_service(
-    environ: Mapping[str, str] | None = None, *, container: Container | None = None
+    environ: Mapping[str, str] | None = None,
+    *,
+    container: Container | None = None,
+    recover_runs: bool = True,
 ) -> AsyncIterator[Service]:
     """Build and start the service, yield it ready, and on the way out stop it and its runtime hosts.
 
     `environ` holds the settings (the README's variables); None reads the process environment.
     """
     services = container or build_container(environ)
-    async with running(services):
+    async with running(services, recover_runs=recover_runs):
         service = service_of(services)
+        service.start_history()  # the run history's writer
         service.gate.open()
         try:
             yield service

@@ -82,6 +82,11 @@ class Settings:
     nodejs_native_addons: bool = False  # Node's permission model refuses native addons unless this is on
     egress: str = "public"  # public: no loopback, link-local, private or own address; none; all
     egress_allow: tuple[AllowRule, ...] = ()  # FUNCTIONS_EGRESS_ALLOW: reachable whatever the mode
+    database_url: str | None = None  # None: the history is SQLite in the storage folder
+    versions_kept: int = 20  # saved versions kept per workspace
+    run_history: int = 100  # runs kept per workspace; 0: sync runs are not recorded
+    run_history_parameters: bool = True  # no: runs keep neither parameters nor results
+    max_concurrent_runs: int = 0  # per workspace; 0: no limit
 
 
 # Parsers take the raw text and raise ValueError("expected ...") when it does not fit.
@@ -147,6 +152,13 @@ def url(raw: str) -> str:
     value = raw.strip()
     if not re.fullmatch(r"https?://[^\s/]+\S*", value):
         raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+def database_url(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"postgres(ql)?://\S+", value):
+        raise ValueError("expected a postgresql:// URL (unset: SQLite in the storage folder)")
     return value
 
 
@@ -230,6 +242,11 @@ VARIABLES: tuple[tuple[tuple[str, ...], str, Parser], ...] = (
     (("NODEJS_NATIVE_ADDONS",), "nodejs_native_addons", boolean),
     (("FUNCTIONS_EGRESS",), "egress", choice(*EGRESS_MODES)),
     (("FUNCTIONS_EGRESS_ALLOW",), "egress_allow", parse_allow),
+    (("FUNCTIONS_DATABASE_URL",), "database_url", optional(database_url)),
+    (("FUNCTIONS_VERSIONS_KEPT",), "versions_kept", integer(1)),
+    (("FUNCTIONS_RUN_HISTORY",), "run_history", integer(0)),
+    (("FUNCTIONS_RUN_HISTORY_PARAMETERS",), "run_history_parameters", boolean),
+    (("FUNCTIONS_MAX_CONCURRENT_RUNS",), "max_concurrent_runs", integer(0)),
 )
 
 

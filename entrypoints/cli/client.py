@@ -8,10 +8,11 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Protocol
 
+import anyio
 from anyio import to_thread
 from dependency_injector import providers
 
@@ -52,6 +53,11 @@ class Target(Protocol):
     async def delete(self, workspace_id: str) -> None: ...
     async def list(self) -> list[str]: ...
     async def run(self, workspace_id: str, function: str, body: dict[str, Any]) -> Answer: ...
+    async def run_async(self, workspace_id: str, function: str, body: dict[str, Any]) -> Json: ...
+    async def versions(self, workspace_id: str) -> Sequence[Json]: ...
+    async def restore(self, workspace_id: str, number: int) -> tuple[int | None, Json]: ...
+    async def runs(self, workspace_id: str, filters: dict[str, str]) -> Sequence[Json]: ...
+    async def get_run(self, workspace_id: str, run_id: str) -> Json: ...
 
 
 class HttpTarget:
@@ -83,6 +89,25 @@ class HttpTarget:
         if "result" not in answer and "logs" not in answer:  # refused before the run started
             raise CommandError(status, answer)
         return status, answer
+
+    async def run_async(self, workspace_id: str, function: str, body: dict[str, Any]) -> Json:
+        path = f"{_path(workspace_id)}/run/{_quote(function)}?async=true"
+        return self._ok(await self._call("POST", path, body))
+
+    async def versions(self, workspace_id: str) -> Sequence[Json]:
+        return list(self._ok(await self._call("GET", f"{_path(workspace_id)}/versions"))["versions"])
+
+    async def restore(self, workspace_id: str, number: int) -> tuple[int | None, Json]:
+        saved = self._ok(await self._call("POST", f"{_path(workspace_id)}/versions/{number}/restore", {}))
+        current = (await self.versions(workspace_id))[0]["version"]  # the version the restore made
+        return current, saved
+
+    async def runs(self, workspace_id: str, filters: dict[str, str]) -> Sequence[Json]:
+        query = f"?{urllib.parse.urlencode(filters)}" if filters else ""
+        return list(self._ok(await self._call("GET", f"{_path(workspace_id)}/runs{query}"))["runs"])
+
+    async def get_run(self, workspace_id: str, run_id: str) -> Json:
+        return self._ok(await self._call("GET", f"{_path(workspace_id)}/runs/{_quote(run_id)}"))
 
     @staticmethod
     def _ok(answer: Answer) -> Any:
@@ -160,6 +185,31 @@ class LocalTarget:
             status, answer = outcome_answer(not_serializable(outcome))
         return status, answer
 
+    async def run_async(self, workspace_id: str, function: str, body: dict[str, Any]) -> Json:
+        """Queued in this process, which stops with the command: it waits for the outcome."""
+        with _refusals():
+            run = await self.service.run_async(workspace_id, function, body.get("parameters"))
+            while run["status"] in ("queued", "running"):
+                await anyio.sleep(0.05)
+                run = await self.service.get_run(workspace_id, run["id"])
+        return run
+
+    async def versions(self, workspace_id: str) -> Sequence[Json]:
+        with _refusals():
+            return list(await self.service.list_versions(workspace_id))
+
+    async def restore(self, workspace_id: str, number: int) -> tuple[int | None, Json]:
+        with _refusals():
+            return await self.service.restore(workspace_id, number)
+
+    async def runs(self, workspace_id: str, filters: dict[str, str]) -> Sequence[Json]:
+        with _refusals():
+            return list(await self.service.list_runs(workspace_id, **filters))
+
+    async def get_run(self, workspace_id: str, run_id: str) -> Json:
+        with _refusals():
+            return await self.service.get_run(workspace_id, run_id)
+
 
 @contextmanager
 def _refusals() -> Iterator[None]:
@@ -176,5 +226,7 @@ async def open_target(url: str | None, settings: Settings) -> AsyncIterator[Targ
     if url is not None:
         yield HttpTarget(url, settings.api_key)
         return
-    async with open_service(container=Container(settings=providers.Object(settings))) as service:
+    # A service may be running on this storage: the async runs it holds are not ours to fail.
+    local = Container(settings=providers.Object(settings))
+    async with open_service(container=local, recover_runs=False) as service:
         yield LocalTarget(service, settings.storage_dir)

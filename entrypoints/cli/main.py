@@ -27,6 +27,9 @@ from adapters.python.packages import PackageInstallError, install_packages
 from application.workspaces import CURRENT, REGENERATED
 from entrypoints.cli.client import CommandError, Target, Unreachable, open_target
 from entrypoints.cli.deploy import DeployError, changes, read_folder
+from entrypoints.cli.history import JOBS as HISTORY_JOBS
+from entrypoints.cli.history import add_commands as add_history_commands
+from entrypoints.cli.history import run_async
 from entrypoints.container import Container, build_container, generator_version
 from entrypoints.embed import open_service
 from entrypoints.http.app import create_app
@@ -72,9 +75,11 @@ def parser() -> argparse.ArgumentParser:
         help="a parameter; VALUE is read as JSON when it is JSON (3, true, [1]), else as text",
     )
     run.add_argument("--json", metavar="BODY", help='the run body, e.g. \'{"parameters": {"n": 3}}\'')
+    run.add_argument("--async", dest="is_async", action="store_true", help="queue it; print the run's id")
     _with_url(commands.add_parser("list", help="list the workspace ids"))
     _with_url(commands.add_parser("get", help="print a workspace's body")).add_argument("workspace")
     _with_url(commands.add_parser("delete", help="delete a workspace")).add_argument("workspace")
+    add_history_commands(commands, _with_url)
     return cli
 
 
@@ -279,6 +284,8 @@ def run(args: argparse.Namespace) -> Job:
     body["parameters"].update(args.params)
 
     async def job(target: Target) -> int:
+        if args.is_async:
+            return await run_async(target, args.workspace, args.function, body)
         status, answer = await target.run(args.workspace, args.function, body)
         for entry in answer.get("logs") or ():
             print(f"[{entry.get('level')}] {entry.get('message')}", file=sys.stderr)
@@ -337,4 +344,5 @@ JOBS: dict[str, Callable[[argparse.Namespace], Job]] = {
     "list": list_,
     "get": get,
     "delete": delete,
+    **HISTORY_JOBS,
 }

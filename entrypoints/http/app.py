@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from application.async_runs import Conflict, TooManyRequests
+from application.history import outcome_error, outcome_logs
 from domain.errors import (
     CompileError,
     DependencyError,
@@ -27,9 +29,11 @@ from entrypoints.container import Container, build_container
 from entrypoints.embed import open_service
 from entrypoints.http.bodies import JsonResponse, PayloadTooLarge, read_json
 from entrypoints.http.docs import docs_page, openapi_json
+from entrypoints.http.history_routes import HISTORY_ROUTES, is_async, queue_run
 from entrypoints.http.logs import AccessLog, log_user_output
 from entrypoints.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from entrypoints.http.middleware import AccessMiddleware, ApiKeyMiddleware
+from entrypoints.http.playground import ROUTES as PLAYGROUND_ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +50,18 @@ ERRORS: dict[type[DomainError], tuple[int, str]] = {
     DependencyError: (400, "DependencyError"),
     Unauthorized: (401, "Unauthorized"),
     NotFound: (404, "NotFound"),
+    Conflict: (409, "Conflict"),
     PayloadTooLarge: (413, "PayloadTooLarge"),
+    TooManyRequests: (429, "TooManyRequests"),
     Unavailable: (503, "Unavailable"),
 }
-OUTCOMES: dict[Status, tuple[int, str]] = {
-    Status.FAILED: (422, "FunctionError"),
-    Status.RESOURCE_LIMIT: (422, "ResourceLimitError"),
-    Status.NOT_SERIALIZABLE: (422, "ResultNotSerializable"),
-    Status.TIMED_OUT: (504, "TimeoutError"),
-}
-DEFAULT_MESSAGES = {
-    Status.FAILED: "the function threw an error",
-    Status.RESOURCE_LIMIT: "the run went over its memory or output limit",
-    Status.NOT_SERIALIZABLE: "the function's result cannot become JSON",
-    Status.TIMED_OUT: "the run went over its timeout",
+# A failed outcome's status code; its error (type, message) is application/history.py's outcome_error,
+# which the run history records too.
+OUTCOMES: dict[Status, int] = {
+    Status.FAILED: 422,
+    Status.RESOURCE_LIMIT: 422,
+    Status.NOT_SERIALIZABLE: 422,
+    Status.TIMED_OUT: 504,
 }
 HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed"}
 
@@ -78,7 +80,8 @@ async def on_domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     status, body = error_answer(exc)
     request.state.outcome = body["error"]["type"]  # for the access log
-    return JsonResponse(body, status)
+    retry_after = exc.details.get("retryAfter") if isinstance(exc, TooManyRequests) else None
+    return JsonResponse(body, status, {"retry-after": str(retry_after)} if retry_after else None)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -109,13 +112,11 @@ def server_timing(outcome: Outcome) -> str:
 
 def outcome_answer(outcome: Outcome) -> tuple[int, dict[str, Any]]:
     """The status and body of a run's outcome (the CLI's local `run` answers the same)."""
-    logs = [{"level": e.level, "message": e.message, "timestamp": e.timestamp} for e in outcome.logs]
-    if outcome.status is Status.SUCCEEDED:
+    logs = outcome_logs(outcome)
+    error = outcome_error(outcome)
+    if error is None:
         return 200, {"result": outcome.result, "logs": logs, "duration": outcome.duration_ms}
-    status, kind = OUTCOMES[outcome.status]
-    error = {k: v for k, v in (outcome.error or {}).items() if k not in ("type", "message")}
-    message = (outcome.error or {}).get("message") or DEFAULT_MESSAGES[outcome.status]
-    return status, {**error_body(kind, str(message), error), "logs": logs, "duration": outcome.duration_ms}
+    return OUTCOMES[outcome.status], {"error": error, "logs": logs, "duration": outcome.duration_ms}
 
 
 def not_serializable(outcome: Outcome) -> Outcome:
@@ -139,6 +140,8 @@ async def run_function(request: Request) -> Response:
     if not isinstance(body, dict):
         raise InvalidRequest('the run body must be a JSON object such as {"parameters": {...}}')
     workspace_id, function = path["workspace"], path["function"]
+    if is_async(request):
+        return await queue_run(request, workspace_id, function, body.get("parameters"))
     outcome = await state.service.run(workspace_id, function, body.get("parameters"))
     state.outcome = outcome.status.value  # for the access log
     if outcome.logs:
@@ -206,10 +209,12 @@ ROUTES = [
     Route("/v2/functions/{workspace}/run/{function}", run_function, methods=["POST"]),
     Route("/v2/functions", list_workspaces, methods=["GET"]),
     Route("/v2/functions/{workspace}", workspace, methods=["GET", "POST", "DELETE"]),
+    *HISTORY_ROUTES,  # versions, restore, runs (entrypoints/http/history_routes.py)
     Route("/sys/healthcheck", healthcheck, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),
+    *PLAYGROUND_ROUTES,  # /playground and its assets (entrypoints/http/playground.py)
 ]
 
 

@@ -12,9 +12,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from entrypoints.http.logs import AccessLog
 from entrypoints.http.metrics import Metrics
+from entrypoints.http.playground import PAGE_PATHS as PLAYGROUND_PATHS
 
-# Liveness and metrics stay open for probes; the API description and its page hold no data.
-OPEN_PATHS = frozenset({"/sys/healthcheck", "/metrics", "/openapi.json", "/docs"})
+# Liveness and metrics stay open for probes; the API description, the playground and their pages hold no
+# data (the playground's page asks for the key and sends it on its API calls).
+OPEN_PATHS = frozenset({"/sys/healthcheck", "/metrics", "/openapi.json", "/docs", *PLAYGROUND_PATHS})
 
 
 class ApiKeyMiddleware:

@@ -3,6 +3,8 @@
 from typing import Any
 
 from domain.model import FUNCTION_NAME, WORKSPACE_ID, Language, ParamType
+from entrypoints.http import openapi_history
+from entrypoints.http.playground import ASSETS as PLAYGROUND_ASSETS
 
 Doc = dict[str, Any]
 
@@ -257,13 +259,25 @@ def plain_get(summary: str, responses: Doc) -> Doc:
     return {"get": operation(summary, {**responses, "500": error("InternalError")})}
 
 
+def playground_asset() -> Doc:
+    names = sorted(name for name in PLAYGROUND_ASSETS if name != "index.html")
+    asset = {"name": "asset", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
+    responses = {
+        "200": {"description": "JavaScript or CSS"},
+        "404": error("NotFound"),
+        "500": error("InternalError"),
+    }
+    return {"get": operation("The playground's script and style files", responses, params=(asset,))}
+
+
 def paths() -> Doc:
     return {
         "/v2/functions": {
             "get": operation("List workspace ids", {"200": answer("ids", "WorkspaceList"), **API_ERRORS})
         },
         "/v2/functions/{workspace}": workspace_ops(),
-        "/v2/functions/{workspace}/run/{function}": run_op(),
+        "/v2/functions/{workspace}/run/{function}": openapi_history.with_async(run_op()),
+        **openapi_history.paths(WORKSPACE, API_ERRORS),
         "/sys/healthcheck": plain_get("Liveness and each runtime's state", {"200": answer("ok", "Health")}),
         "/metrics": plain_get(
             "Prometheus metrics (text format 0.0.4), open like the healthcheck",
@@ -271,6 +285,8 @@ def paths() -> Doc:
         ),
         "/openapi.json": plain_get("This document", {"200": {"description": "OpenAPI 3.1 JSON"}}),
         "/docs": plain_get("A page to read this document", {"200": {"description": "HTML"}}),
+        "/playground": plain_get("A page to edit, save and run workspaces", {"200": {"description": "HTML"}}),
+        "/playground/{asset}": playground_asset(),
     }
 
 
@@ -278,7 +294,7 @@ def document() -> Doc:
     """The whole OpenAPI document."""
     responses = {
         name: {"description": text, "content": json_content(ref("Error"))}
-        for name, text in ERROR_RESPONSES.items()
+        for name, text in {**ERROR_RESPONSES, **openapi_history.ERROR_RESPONSES}.items()
     }
     return {
         "openapi": "3.1.0",
@@ -289,5 +305,5 @@ def document() -> Doc:
             'Every error is JSON: {"error": {"type", "message", ...}}.',
         },
         "paths": paths(),
-        "components": {"schemas": SCHEMAS, "responses": responses},
+        "components": {"schemas": {**SCHEMAS, **openapi_history.SCHEMAS}, "responses": responses},
     }
