@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from attrs import evolve
+
 from application.history import (
     CANCELLED,
     QUEUED,
@@ -20,7 +22,6 @@ from application.history import (
     UNFINISHED,
     HistoryPolicy,
     RunLog,
-    evolve,
     exception_error,
     finished,
     kept_parameters,

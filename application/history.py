@@ -13,7 +13,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+
+from attrs import evolve
 
 from domain.errors import DomainError
 from domain.model import Json, Outcome, Status
@@ -54,11 +55,6 @@ class HistoryPolicy:
     keep_parameters: bool = True  # no: neither parameters nor results are kept (async results are)
     versions_kept: int = 20
     value_cap: int = VALUE_CAP
-
-
-def evolve(run: RunRecord, **changes: Any) -> RunRecord:
-    """`run` with `changes` (attrs.evolve, which this layer does not import)."""
-    return RunRecord(**{**{name: getattr(run, name) for name in RunRecord.__annotations__}, **changes})
 
 
 def utc_now() -> str:

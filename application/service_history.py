@@ -5,6 +5,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from attrs import evolve
+
 from application.async_runs import AsyncRuns, ConcurrencyLimit
 from application.history import (
     CANCELLED,
@@ -12,7 +14,6 @@ from application.history import (
     UNAVAILABLE,
     HistoryPolicy,
     RunLog,
-    evolve,
     exception_error,
     finished,
     kept_parameters,

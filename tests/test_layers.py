@@ -25,7 +25,7 @@ RULES = {
     # cattrs: the workspace body <-> Workspace converter (domain/body.py) is a pure conversion
     "domain": Rule(frozenset({"domain"}), frozenset({"attrs", "attr", "cattrs"})),
     "ports": Rule(frozenset({"domain"}), frozenset({"attrs", "attr"})),  # attrs: the records a port carries
-    "application": Rule(frozenset({"domain", "ports", "application"}), frozenset()),
+    "application": Rule(frozenset({"domain", "ports", "application"}), frozenset({"attrs", "attr"})),
     "adapters": Rule(frozenset({"domain", "ports", "adapters"}), None),
     "runtimes": Rule(frozenset({"runtimes"}), None),  # its own modules (relative imports)
     "entrypoints": Rule(frozenset({"domain", "ports", "application", "adapters", "entrypoints"}), None),
